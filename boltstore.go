@@ -47,8 +47,9 @@ type boltStore struct {
 	path string
 	db   *bbolt.DB
 
-	cacheMu sync.RWMutex
-	cache   map[Digest]*TokenRecord
+	cacheMu  sync.RWMutex
+	cache    map[Digest]*TokenRecord
+	cacheGen uint64 // bumped by forget, so a Lookup that read before a change does not cache what it read
 
 	usedMu  sync.Mutex
 	used    map[string]time.Time // pending last_used_at, by ID
@@ -109,7 +110,7 @@ func openBoltStore(path string) (*boltStore, error) {
 // Lookup implements TokenStore. Hits come from memory; a miss reads the file once.
 func (s *boltStore) Lookup(_ context.Context, digest Digest) (*TokenRecord, error) {
 	s.cacheMu.RLock()
-	rec := s.cache[digest]
+	rec, gen := s.cache[digest], s.cacheGen
 	s.cacheMu.RUnlock()
 	if rec != nil {
 		return rec, nil
@@ -127,10 +128,12 @@ func (s *boltStore) Lookup(_ context.Context, digest Digest) (*TokenRecord, erro
 	}
 	rec.prepare()
 	s.cacheMu.Lock()
-	if len(s.cache) >= boltCacheMax {
-		clear(s.cache)
+	if s.cacheGen == gen { // else a change committed meanwhile: what we read may be stale
+		if len(s.cache) >= boltCacheMax {
+			clear(s.cache)
+		}
+		s.cache[digest] = rec
 	}
-	s.cache[digest] = rec
 	s.cacheMu.Unlock()
 	return rec, nil
 }
@@ -218,6 +221,7 @@ func (s *boltStore) List(ctx context.Context, user string) ([]*TokenRecord, erro
 // Revoke implements TokenStore.
 func (s *boltStore) Revoke(_ context.Context, id string, at time.Time) (*TokenRecord, error) {
 	var rec *TokenRecord
+	var changed []Digest
 	err := s.db.Update(func(tx *bbolt.Tx) error {
 		r, digest, err := getTx(tx, id)
 		if err != nil {
@@ -228,17 +232,20 @@ func (s *boltStore) Revoke(_ context.Context, id string, at time.Time) (*TokenRe
 			return nil
 		}
 		r.RevokedAt = &at
-		s.forget(digest)
+		changed = append(changed[:0], digest)
 		return putTx(tx, r, digest)
 	})
+	s.forget(changed...) // after the commit: a Lookup racing the change must not cache the old record
 	return rec, err
 }
 
 // RevokeUser implements TokenStore.
 func (s *boltStore) RevokeUser(_ context.Context, user string, at time.Time) (int, error) {
 	n := 0
+	var changed []Digest
 	err := s.db.Update(func(tx *bbolt.Tx) error {
 		n = 0
+		changed = changed[:0]
 		type change struct {
 			rec    *TokenRecord
 			digest Digest
@@ -263,17 +270,20 @@ func (s *boltStore) RevokeUser(_ context.Context, user string, at time.Time) (in
 			if err := putTx(tx, c.rec, c.digest); err != nil {
 				return err
 			}
-			s.forget(c.digest)
+			changed = append(changed, c.digest)
 		}
 		n = len(changes)
 		return nil
 	})
+	s.forget(changed...)
 	return n, err
 }
 
 // Rotate implements TokenStore.
 func (s *boltStore) Rotate(_ context.Context, oldID string, oldRevokeAt time.Time, next *TokenRecord, nextDigest Digest) error {
-	return s.db.Update(func(tx *bbolt.Tx) error {
+	var changed []Digest
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		changed = changed[:0]
 		old, digest, err := getTx(tx, oldID)
 		if err != nil {
 			return err
@@ -283,11 +293,13 @@ func (s *boltStore) Rotate(_ context.Context, oldID string, oldRevokeAt time.Tim
 		}
 		if old.RevokedAt == nil || old.RevokedAt.After(oldRevokeAt) {
 			old.RevokedAt = &oldRevokeAt
-			s.forget(digest)
+			changed = append(changed, digest)
 			return putTx(tx, old, digest)
 		}
 		return nil
 	})
+	s.forget(changed...)
+	return err
 }
 
 // Import implements TokenStore.
@@ -345,10 +357,18 @@ func (s *boltStore) Export(_ context.Context, fn func(ExportedRecord) error) err
 	return nil
 }
 
-// forget drops a record from the request-path cache after it changed.
-func (s *boltStore) forget(digest Digest) {
+// forget drops records from the request-path cache after a change to them
+// committed, and stops Lookups that read before the commit from caching
+// what they read.
+func (s *boltStore) forget(digests ...Digest) {
+	if len(digests) == 0 {
+		return
+	}
 	s.cacheMu.Lock()
-	delete(s.cache, digest)
+	for _, d := range digests {
+		delete(s.cache, d)
+	}
+	s.cacheGen++
 	s.cacheMu.Unlock()
 }
 
