@@ -93,14 +93,18 @@ func (h *TokenAuth) Provision(ctx caddy.Context) error {
 		if err != nil {
 			return err
 		}
-		algs, err := h.JWT.resolveAlgorithms(keys, len(h.JWT.JWKSURL) > 0)
+		remote, err := h.JWT.remoteKeySources(ctx, keys)
 		if err != nil {
 			return err
 		}
-		if len(keys) == 0 && len(h.JWT.JWKSURL) == 0 {
-			return errors.New("jwt: configure a secret, a public_key or a jwks_url")
+		if len(keys) == 0 && len(remote) == 0 {
+			return errors.New("jwt: configure a secret, a public_key, a jwks_url or an issuer to discover keys from")
 		}
-		h.verifier = newJWTVerifier(h.JWT, []keySource{keys}, algs)
+		algs, err := h.JWT.resolveAlgorithms(keys, len(remote) > 0)
+		if err != nil {
+			return err
+		}
+		h.verifier = newJWTVerifier(h.JWT, append([]keySource{keys}, remote...), algs)
 	}
 	path := h.DB
 	if path == "" {
