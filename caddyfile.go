@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -15,6 +16,7 @@ import (
 //
 //	token_auth [<matcher>] {
 //		db               <path>
+//		store            bolt <path> | postgres <dsn>
 //		query            <param>|off
 //		header           <field>
 //		cookie           <name>
@@ -50,6 +52,10 @@ func (ta *TokenAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		switch d.Val() {
 		case "db":
 			if err := oneArg(d, &ta.DB); err != nil {
+				return err
+			}
+		case "store":
+			if err := ta.unmarshalStore(d); err != nil {
 				return err
 			}
 		case "query":
@@ -101,6 +107,30 @@ func (ta *TokenAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("unrecognized subdirective '%s'", d.Val())
 		}
 	}
+	return nil
+}
+
+// unmarshalStore reads "store <backend> <args...>" into StoreRaw.
+func (ta *TokenAuth) unmarshalStore(d *caddyfile.Dispenser) error {
+	if ta.StoreRaw != nil {
+		return d.Err("store given twice")
+	}
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	backend := d.Val()
+	var mod any
+	switch backend {
+	case "bolt":
+		m := new(BoltStoreModule)
+		if err := oneArg(d, &m.Path); err != nil {
+			return err
+		}
+		mod = m
+	default:
+		return d.Errf("unknown store backend '%s' (want bolt or postgres)", backend)
+	}
+	ta.StoreRaw = caddyconfig.JSONModuleObject(mod, "backend", backend, nil)
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package tokenauth
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -32,6 +33,9 @@ type TokenAuth struct {
 	// DB is the path of the bbolt token database. Default:
 	// <caddy data dir>/token_auth/tokens.db.
 	DB string `json:"db,omitempty"`
+	// StoreRaw selects a token store module instead of db, e.g. the shared
+	// PostgreSQL store: {"backend": "postgres", ...}. Default: bolt at db.
+	StoreRaw json.RawMessage `json:"store,omitempty" caddy:"namespace=http.handlers.token_auth.stores inline_key=backend"`
 	// Query is the query parameter carrying an opaque token, or "off".
 	// Default: token.
 	Query string `json:"query,omitempty"`
@@ -106,11 +110,18 @@ func (h *TokenAuth) Provision(ctx caddy.Context) error {
 		}
 		h.verifier = newJWTVerifier(h.JWT, append([]keySource{keys}, remote...), algs)
 	}
-	path := h.DB
-	if path == "" {
-		path = defaultDBPath()
+	var backend StoreBackend = &BoltStoreModule{Path: h.DB}
+	if h.StoreRaw != nil {
+		if h.DB != "" {
+			return errors.New("give db or store, not both")
+		}
+		mod, err := ctx.LoadModule(h, "StoreRaw")
+		if err != nil {
+			return fmt.Errorf("loading token store: %w", err)
+		}
+		backend = mod.(StoreBackend)
 	}
-	store, key, err := acquireBoltStore(repl.ReplaceKnown(path, ""))
+	store, key, err := backend.AcquireStore(ctx)
 	if err != nil {
 		return err
 	}

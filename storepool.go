@@ -21,7 +21,7 @@ func defaultDBPath() string {
 
 // acquireBoltStore returns the shared store for path, opening it on first use.
 // Each call must be paired with releaseStore(key) with the returned key.
-func acquireBoltStore(path string) (store *boltStore, key string, err error) {
+func acquireBoltStore(path string) (store TokenStore, key string, err error) {
 	key, err = filepath.Abs(path)
 	if err != nil {
 		return nil, "", fmt.Errorf("token database path %q: %w", path, err)
