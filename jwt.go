@@ -101,14 +101,16 @@ type verificationKey struct {
 
 // keySource provides keys at verification time (static keys, or a remote key set).
 type keySource interface {
-	// appendKeys appends the keys of family that may have signed a token with kid.
-	appendKeys(dst []any, kid, family string) ([]any, error)
+	// appendKeys appends the keys of family that may have signed a token
+	// with kid and alg (family is algorithmFamily[alg]). A remote set that
+	// has never loaded returns errKeysNotLoaded.
+	appendKeys(dst []any, kid, alg, family string) ([]any, error)
 }
 
 // staticKeys are keys fixed at load: the secret and the PEM files.
 type staticKeys []verificationKey
 
-func (s staticKeys) appendKeys(dst []any, kid, family string) ([]any, error) {
+func (s staticKeys) appendKeys(dst []any, kid, _, family string) ([]any, error) {
 	for _, k := range s {
 		if k.family == family && (k.kid == "" || kid == "" || k.kid == kid) {
 			dst = append(dst, k.key)
@@ -307,8 +309,10 @@ var (
 // verify validates a JWT and returns its identity, or a reason for refusal.
 func (v *jwtVerifier) verify(raw string, digest Digest, now time.Time) (*jwtIdentity, string) {
 	if id := v.cache.get(digest, now); id != nil {
+		handlerMetrics().jwtCacheHit.Inc()
 		return id, ""
 	}
+	handlerMetrics().jwtCacheMiss.Inc()
 	claims := jwt.MapClaims{}
 	_, err := v.parser.ParseWithClaims(raw, claims, v.keyFor)
 	if err != nil {
@@ -351,14 +355,18 @@ func (v *jwtVerifier) keyFor(t *jwt.Token) (any, error) {
 	kid, _ := t.Header["kid"].(string)
 	family := algorithmFamily[alg]
 	var keys []any
+	var notLoaded error
 	for _, src := range v.sources {
 		var err error
-		if keys, err = src.appendKeys(keys, kid, family); err != nil {
-			return nil, err
+		if keys, err = src.appendKeys(keys, kid, alg, family); err != nil {
+			notLoaded = err // other sources may still have the key
 		}
 	}
 	switch len(keys) {
 	case 0:
+		if notLoaded != nil {
+			return nil, notLoaded
+		}
 		return nil, errNoKey
 	case 1:
 		return keys[0], nil

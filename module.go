@@ -77,6 +77,9 @@ func (TokenAuth) CaddyModule() caddy.ModuleInfo {
 // JWT verifier.
 func (h *TokenAuth) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return err
+	}
 	repl := caddy.NewReplacer()
 	switch h.Query {
 	case "":
