@@ -127,6 +127,26 @@ func (ta *TokenAuth) unmarshalStore(d *caddyfile.Dispenser) error {
 			return err
 		}
 		mod = m
+	case "postgres": // store postgres <dsn> [{ cache_ttl <duration> }]
+		m := new(PostgresStoreModule)
+		if err := oneArg(d, &m.DSN); err != nil {
+			return err
+		}
+		for nesting := d.Nesting(); d.NextBlock(nesting); {
+			if d.Val() != "cache_ttl" {
+				return d.Errf("unrecognized postgres store option '%s'", d.Val())
+			}
+			var s string
+			if err := oneArg(d, &s); err != nil {
+				return err
+			}
+			ttl, err := caddy.ParseDuration(s)
+			if err != nil || ttl <= 0 || ttl > pgMaxCacheTTL {
+				return d.Errf("cache_ttl '%s': want a duration up to %s", s, pgMaxCacheTTL)
+			}
+			m.CacheTTL = caddy.Duration(ttl)
+		}
+		mod = m
 	default:
 		return d.Errf("unknown store backend '%s' (want bolt or postgres)", backend)
 	}
