@@ -101,7 +101,7 @@ func (ta *TokenAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			if err := ta.JWT.checkStatic(); err != nil {
-				return fmt.Errorf("%s:%d - Error during parsing: %w", d.File(), line, err)
+				return fmt.Errorf("%w, at %s:%d", err, d.File(), line)
 			}
 		default:
 			return d.Errf("unrecognized subdirective '%s'", d.Val())

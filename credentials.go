@@ -181,7 +181,7 @@ func looksLikeJWT(v string) bool {
 			return false
 		}
 	}
-	return dots == 2 && partLen > 0
+	return dots == 2 // the signature part may be empty, as in alg=none: refused as a JWT, by name
 }
 
 // findCookie returns the value of the named cookie and how many times it appears.

@@ -158,11 +158,11 @@ func (h *TokenAuth) Cleanup() error {
 
 // ServeHTTP authenticates the request and calls next, or refuses it.
 func (h *TokenAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	repl.Map(emptyAuthPlaceholders)
 	if isPreflight(r) {
 		return next.ServeHTTP(w, r)
 	}
-	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	repl.Map(emptyAuthPlaceholders)
 
 	cred, aerr := h.extractCredential(r)
 	if aerr != nil {
