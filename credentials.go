@@ -14,6 +14,9 @@ const (
 	sourceAuthorization = "authorization"
 )
 
+// errMoreThanOne is a request with credentials in two places (RFC 6750 §2).
+var errMoreThanOne = &authError{status: http.StatusBadRequest, code: codeInvalidRequest, desc: "more than one credential"}
+
 // maxCredentialLen bounds any credential; a longer one is refused with 400.
 const maxCredentialLen = 8 << 10
 
@@ -27,12 +30,12 @@ type credential struct {
 }
 
 // extractCredential finds the request's credential (RFC 6750 §2: exactly one).
-// It returns nil and no error when there is none.
-func (h *TokenAuth) extractCredential(r *http.Request) (*credential, *authError) {
-	var found *credential
-	add := func(c *credential) *authError {
-		if found != nil {
-			return &authError{status: http.StatusBadRequest, code: codeInvalidRequest, desc: "more than one credential"}
+// It returns the zero credential and no error when there is none.
+func (h *TokenAuth) extractCredential(r *http.Request) (credential, *authError) {
+	var found credential
+	add := func(c credential) *authError {
+		if found.source != "" {
+			return errMoreThanOne
 		}
 		found = c
 		return nil
@@ -40,11 +43,11 @@ func (h *TokenAuth) extractCredential(r *http.Request) (*credential, *authError)
 	if h.queryParam != "" && r.URL.RawQuery != "" {
 		c, aerr := findQueryCredential(r.URL.RawQuery, h.queryParam)
 		if aerr != nil {
-			return nil, aerr
+			return credential{}, aerr
 		}
-		if c != nil {
+		if c.source != "" {
 			if aerr := add(c); aerr != nil {
-				return nil, aerr
+				return credential{}, aerr
 			}
 		}
 	}
@@ -52,48 +55,48 @@ func (h *TokenAuth) extractCredential(r *http.Request) (*credential, *authError)
 		switch vals := r.Header[h.headerKey]; len(vals) {
 		case 0:
 		case 1:
-			if aerr := add(&credential{value: vals[0], source: sourceHeader}); aerr != nil {
-				return nil, aerr
+			if aerr := add(credential{value: vals[0], source: sourceHeader}); aerr != nil {
+				return credential{}, aerr
 			}
 		default:
-			return nil, &authError{status: http.StatusBadRequest, code: codeInvalidRequest, desc: "repeated " + h.Header + " header"}
+			return credential{}, &authError{status: http.StatusBadRequest, code: codeInvalidRequest, desc: "repeated " + h.Header + " header"}
 		}
 	}
 	if h.Cookie != "" {
 		value, n := findCookie(r.Header["Cookie"], h.Cookie)
 		if n > 1 {
-			return nil, &authError{status: http.StatusBadRequest, code: codeInvalidRequest, desc: "repeated " + h.Cookie + " cookie"}
+			return credential{}, &authError{status: http.StatusBadRequest, code: codeInvalidRequest, desc: "repeated " + h.Cookie + " cookie"}
 		}
 		if n == 1 {
-			if aerr := add(&credential{value: value, source: sourceCookie}); aerr != nil {
-				return nil, aerr
+			if aerr := add(credential{value: value, source: sourceCookie}); aerr != nil {
+				return credential{}, aerr
 			}
 		}
 	}
 	bearer, n := findBearer(r.Header["Authorization"])
 	if n > 1 {
-		return nil, &authError{status: http.StatusBadRequest, code: codeInvalidRequest, desc: "repeated Authorization header"}
+		return credential{}, &authError{status: http.StatusBadRequest, code: codeInvalidRequest, desc: "repeated Authorization header"}
 	}
 	if n == 1 {
-		c := &credential{value: bearer, source: sourceAuthorization}
+		c := credential{value: bearer, source: sourceAuthorization}
 		c.jwt = h.verifier != nil && looksLikeJWT(bearer)
 		if aerr := add(c); aerr != nil {
-			return nil, aerr
+			return credential{}, aerr
 		}
 	}
-	if found == nil {
-		return nil, nil
+	if found.source == "" {
+		return found, nil
 	}
 	if len(found.value) > maxCredentialLen {
-		return nil, &authError{status: http.StatusBadRequest, code: codeInvalidRequest, desc: "credential too large"}
+		return credential{}, &authError{status: http.StatusBadRequest, code: codeInvalidRequest, desc: "credential too large"}
 	}
 	return found, nil
 }
 
 // findQueryCredential scans a raw query for the parameter name without
 // parsing the whole query. A repeated parameter is invalid_request.
-func findQueryCredential(rawQuery, name string) (*credential, *authError) {
-	var found *credential
+func findQueryCredential(rawQuery, name string) (credential, *authError) {
+	var found credential
 	for start := 0; start <= len(rawQuery); {
 		end := strings.IndexByte(rawQuery[start:], '&')
 		if end < 0 {
@@ -104,17 +107,17 @@ func findQueryCredential(rawQuery, name string) (*credential, *authError) {
 		pair := rawQuery[start:end]
 		key, value, _ := strings.Cut(pair, "=")
 		if queryKeyIs(key, name) {
-			if found != nil {
-				return nil, &authError{status: http.StatusBadRequest, code: codeInvalidRequest, desc: "repeated " + name + " parameter"}
+			if found.source != "" {
+				return credential{}, &authError{status: http.StatusBadRequest, code: codeInvalidRequest, desc: "repeated " + name + " parameter"}
 			}
 			if strings.ContainsAny(value, "%+") {
 				v, err := url.QueryUnescape(value)
 				if err != nil {
-					return nil, &authError{status: http.StatusBadRequest, code: codeInvalidRequest, desc: "bad encoding of " + name + " parameter"}
+					return credential{}, &authError{status: http.StatusBadRequest, code: codeInvalidRequest, desc: "bad encoding of " + name + " parameter"}
 				}
 				value = v
 			}
-			found = &credential{value: value, source: sourceQuery, queryStart: start, queryEnd: end}
+			found = credential{value: value, source: sourceQuery, queryStart: start, queryEnd: end}
 		}
 		start = end + 1
 	}
@@ -220,7 +223,7 @@ func removeCookie(h http.Header, name string) {
 
 // removeCredential deletes the credential that was used from the request,
 // so it does not travel upstream.
-func (h *TokenAuth) removeCredential(r *http.Request, c *credential) {
+func (h *TokenAuth) removeCredential(r *http.Request, c credential) {
 	switch c.source {
 	case sourceQuery:
 		r.URL.RawQuery = removeQueryPair(r.URL.RawQuery, c.queryStart, c.queryEnd)

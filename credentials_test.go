@@ -29,11 +29,11 @@ func TestFindQueryCredentialAndRemoval(t *testing.T) {
 			}
 			continue
 		}
-		if aerr != nil || (c != nil) != tc.found {
+		if aerr != nil || (c.source != "") != tc.found {
 			t.Errorf("%q: credential %v error %v, want found=%v", tc.raw, c, aerr, tc.found)
 			continue
 		}
-		if c == nil {
+		if c.source == "" {
 			continue
 		}
 		if c.value != tc.value {

@@ -259,13 +259,12 @@ type jwtVerifier struct {
 
 // jwtIdentity is what a valid JWT yields, precomputed for the request path.
 type jwtIdentity struct {
-	user        string
-	scopes      []string
-	scopesText  string
-	jti         string
-	claimKeys   []string // "http.auth.jwt.<claim>", aligned with claimValues
-	claimValues []string
-	validUntil  time.Time // exp plus leeway
+	user       string
+	scopes     []string
+	scopesText string
+	jti        string
+	claims     map[string]string // every top-level claim, formatted for {http.auth.jwt.<claim>}
+	validUntil time.Time         // exp plus leeway
 }
 
 // newJWTVerifier builds the verifier from the config and its key sources.
@@ -450,14 +449,9 @@ func (v *jwtVerifier) identityOf(claims jwt.MapClaims) (*jwtIdentity, string) {
 		}
 	}
 	id.scopesText = strings.Join(id.scopes, " ")
-	keys := make([]string, 0, len(claims))
-	for k := range claims {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		id.claimKeys = append(id.claimKeys, "http.auth.jwt."+k)
-		id.claimValues = append(id.claimValues, formatClaim(claims[k]))
+	id.claims = make(map[string]string, len(claims))
+	for k, v := range claims {
+		id.claims[k] = formatClaim(v)
 	}
 	return id, ""
 }

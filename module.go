@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -159,8 +160,8 @@ func (h *TokenAuth) Cleanup() error {
 // ServeHTTP authenticates the request and calls next, or refuses it.
 func (h *TokenAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	repl.Map(emptyAuthPlaceholders)
 	if isPreflight(r) {
+		repl.Map(emptyAuthPlaceholders)
 		return next.ServeHTTP(w, r)
 	}
 
@@ -168,8 +169,9 @@ func (h *TokenAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 	if aerr != nil {
 		return h.refuse(w, r, repl, aerr, "")
 	}
-	if cred == nil {
+	if cred.source == "" { // no credential at all
 		if h.Optional {
+			repl.Map(emptyAuthPlaceholders)
 			return next.ServeHTTP(w, r)
 		}
 		return h.refuse(w, r, repl, errNoCredentials, "")
@@ -181,14 +183,14 @@ func (h *TokenAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 		if reason != "" {
 			return h.refuse(w, r, repl, invalidToken(reason), cred.source)
 		}
-		setJWTPlaceholders(repl, id, cred.source)
+		repl.Map(jwtPlaceholders(id, cred.source))
 		scopes = id.scopes
 	} else {
 		rec, aerr := h.lookupOpaque(r, cred.value)
 		if aerr != nil {
 			return h.refuse(w, r, repl, aerr, cred.source)
 		}
-		setOpaquePlaceholders(repl, rec, cred.source)
+		repl.Map(opaquePlaceholders(rec, cred.source))
 		scopes = rec.Scopes
 	}
 	if missing := missingScopes(h.RequireScope, scopes); missing {
@@ -202,7 +204,7 @@ func (h *TokenAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 		h.removeCredential(r, cred)
 	}
 	if cred.source == sourceQuery {
-		w = &privateCacheWriter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
+		w = &privateCacheWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
 	}
 	return next.ServeHTTP(w, r)
 }
@@ -226,33 +228,12 @@ func (h *TokenAuth) lookupOpaque(r *http.Request, token string) (*TokenRecord, *
 	if reason := rec.refusal(now); reason != "" {
 		return nil, invalidToken(reason)
 	}
-	h.store.MarkUsed(rec.ID, now)
+	// note the use at most once a second per token: the store batches the writes
+	if n := now.UnixNano(); n-atomic.LoadInt64(&rec.lastMarked) >= int64(time.Second) {
+		atomic.StoreInt64(&rec.lastMarked, n)
+		h.store.MarkUsed(rec.ID, now)
+	}
 	return rec, nil
-}
-
-// setOpaquePlaceholders publishes an opaque token's identity.
-func setOpaquePlaceholders(repl *caddy.Replacer, rec *TokenRecord, source string) {
-	repl.Set(phUserID, rec.User)
-	repl.Set(phTokenType, "opaque")
-	repl.Set(phTokenSource, source)
-	repl.Set(phTokenID, rec.ID)
-	repl.Set(phTokenName, rec.Name)
-	repl.Set(phTokenScopes, rec.scopesJoined)
-	for i, k := range rec.metaKeys {
-		repl.Set(k, rec.metaValues[i])
-	}
-}
-
-// setJWTPlaceholders publishes a JWT's identity and claims.
-func setJWTPlaceholders(repl *caddy.Replacer, id *jwtIdentity, source string) {
-	for i, k := range id.claimKeys {
-		repl.Set(k, id.claimValues[i])
-	}
-	repl.Set(phUserID, id.user)
-	repl.Set(phTokenType, "jwt")
-	repl.Set(phTokenSource, source)
-	repl.Set(phTokenID, id.jti)
-	repl.Set(phTokenScopes, id.scopesText)
 }
 
 // missingScopes reports whether any required scope is not granted.
@@ -276,6 +257,9 @@ func missingScopes(required, granted []string) bool {
 // challenge, the error placeholders, a debug log line (never the
 // credential), and a Caddy error for handle_errors.
 func (h *TokenAuth) refuse(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, aerr *authError, source string) error {
+	if aerr.status != http.StatusForbidden { // a 403 already has its identity mapped
+		repl.Map(emptyAuthPlaceholders)
+	}
 	if aerr.status != http.StatusServiceUnavailable {
 		w.Header().Set("WWW-Authenticate", aerr.challenge(h.Realm))
 	}
@@ -295,7 +279,7 @@ func (h *TokenAuth) refuse(w http.ResponseWriter, r *http.Request, repl *caddy.R
 // privateCacheWriter marks responses to query-authenticated requests
 // Cache-Control: private (RFC 6750 §2.3) unless they already say no-store.
 type privateCacheWriter struct {
-	*caddyhttp.ResponseWriterWrapper
+	caddyhttp.ResponseWriterWrapper
 	wroteHeader bool
 }
 

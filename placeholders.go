@@ -5,6 +5,8 @@ import (
 	"math"
 	"strconv"
 	"strings"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 // Placeholder names and namespaces set by the handler.
@@ -32,6 +34,59 @@ func emptyAuthPlaceholders(key string) (any, bool) {
 		}
 	}
 	return nil, false
+}
+
+// opaquePlaceholders answers the http.auth.* placeholders of a request
+// authenticated by an opaque token. Values are looked up only when a
+// placeholder is used, so an authenticated request costs one allocation here.
+func opaquePlaceholders(rec *TokenRecord, source string) caddy.ReplacerFunc {
+	return func(key string) (any, bool) {
+		switch key {
+		case phUserID:
+			return rec.User, true
+		case phTokenType:
+			return "opaque", true
+		case phTokenSource:
+			return source, true
+		case phTokenID:
+			return rec.ID, true
+		case phTokenName:
+			return rec.Name, true
+		case phTokenScopes:
+			return rec.scopesJoined, true
+		}
+		if k, ok := strings.CutPrefix(key, "http.auth.user."); ok {
+			if v, ok := rec.Meta[k]; ok {
+				return v, true
+			}
+		}
+		return emptyAuthPlaceholders(key)
+	}
+}
+
+// jwtPlaceholders answers the http.auth.* placeholders of a request
+// authenticated by a JWT, including {http.auth.jwt.<claim>}.
+func jwtPlaceholders(id *jwtIdentity, source string) caddy.ReplacerFunc {
+	return func(key string) (any, bool) {
+		switch key {
+		case phUserID:
+			return id.user, true
+		case phTokenType:
+			return "jwt", true
+		case phTokenSource:
+			return source, true
+		case phTokenID:
+			return id.jti, true
+		case phTokenScopes:
+			return id.scopesText, true
+		}
+		if k, ok := strings.CutPrefix(key, "http.auth.jwt."); ok {
+			if v, ok := id.claims[k]; ok {
+				return v, true
+			}
+		}
+		return emptyAuthPlaceholders(key)
+	}
 }
 
 // formatClaim renders a JWT claim for a placeholder: strings as is, integers

@@ -35,8 +35,15 @@ type Digest [sha256.Size]byte
 // String returns the digest in lower-case hex, as used in exports.
 func (d Digest) String() string { return hex.EncodeToString(d[:]) }
 
-// digestOf hashes a token value.
-func digestOf(token string) Digest { return sha256.Sum256([]byte(token)) }
+// digestOf hashes a token value. Tokens up to 1 KiB are copied on the stack,
+// so the request path does not allocate for it.
+func digestOf(token string) Digest {
+	var buf [1024]byte
+	if len(token) <= len(buf) {
+		return sha256.Sum256(append(buf[:0], token...))
+	}
+	return sha256.Sum256([]byte(token))
+}
 
 // parseDigest reads a digest written by Digest.String.
 func parseDigest(s string) (Digest, error) {

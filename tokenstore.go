@@ -71,8 +71,7 @@ type TokenRecord struct {
 
 	// derived on the request path's behalf, once per decoded record
 	scopesJoined string
-	metaKeys     []string // "http.auth.user.<key>", aligned with metaValues
-	metaValues   []string
+	lastMarked   int64 // unix nanoseconds of the last MarkUsed call for this cached record; atomic
 }
 
 // ExportedRecord is a record with its digest: one line of an export, and what
@@ -108,15 +107,6 @@ func (r *TokenRecord) refusal(now time.Time) string {
 // cached record costs no allocation per request. Call it before sharing r.
 func (r *TokenRecord) prepare() *TokenRecord {
 	r.scopesJoined = strings.Join(r.Scopes, " ")
-	r.metaKeys = r.metaKeys[:0]
-	r.metaValues = r.metaValues[:0]
-	for k, v := range r.Meta {
-		if k == "id" { // reserved for the user ID
-			continue
-		}
-		r.metaKeys = append(r.metaKeys, "http.auth.user."+k)
-		r.metaValues = append(r.metaValues, v)
-	}
 	return r
 }
 
@@ -130,7 +120,7 @@ func (r *TokenRecord) clone() *TokenRecord {
 			c.Meta[k] = v
 		}
 	}
-	c.metaKeys, c.metaValues = nil, nil
+	c.scopesJoined, c.lastMarked = "", 0
 	return &c
 }
 
