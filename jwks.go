@@ -181,45 +181,64 @@ func (s *remoteKeySet) name() string {
 }
 
 // appendKeys implements keySource. Keys are matched by kid when the token
-// has one, and each key serves only its family, and only its alg if it has
-// one. No key set yet, or no key for the token and an unknown kid, asks for a
-// fetch (at most one per s.every) and waits a little for it.
+// has one (a key without kid matches any), and each key serves only its
+// family, and only its alg if it has one.
 func (s *remoteKeySet) appendKeys(dst []any, kid, alg, family string) ([]any, error) {
 	keys := s.keys.Load()
 	if keys == nil {
-		if !s.refetch() {
-			return dst, errKeysNotLoaded
-		}
-		if keys = s.keys.Load(); keys == nil {
-			return dst, errKeysNotLoaded
-		}
+		return dst, errKeysNotLoaded
 	}
-	n := len(dst)
-	dst, known := matchKeys(dst, *keys, kid, alg, family)
-	if len(dst) == n && !known && s.refetch() {
-		dst, _ = matchKeys(dst[:n], *s.keys.Load(), kid, alg, family)
-	}
-	return dst, nil
-}
-
-// matchKeys appends the keys that may verify a token with kid and alg: those
-// with that kid, or without a kid. known reports whether some key has the
-// token's kid (whatever its family), so that a fetch would not help.
-func matchKeys(dst []any, keys []remoteKey, kid, alg, family string) ([]any, bool) {
-	known := false
-	for _, k := range keys {
-		if kid != "" && k.kid == kid {
-			known = true
-		}
+	for _, k := range *keys {
 		if k.family != family || (kid != "" && k.kid != "" && k.kid != kid) {
 			continue
 		}
 		if k.alg != "" && k.alg != alg && !(family == familyEd25519 && algorithmFamily[k.alg] == familyEd25519) {
-			continue
+			continue // EdDSA and Ed25519 (RFC 9864) name the same verification
 		}
 		dst = append(dst, k.key)
 	}
-	return dst, known
+	return dst, nil
+}
+
+// wantsFetch reports whether a fetch might find a key for a token with kid
+// that found none: the set has never loaded, or the token names a kid the
+// set lacks. A token without kid never causes a fetch of a loaded set.
+func (s *remoteKeySet) wantsFetch(kid string) bool {
+	keys := s.keys.Load()
+	if keys == nil {
+		return true
+	}
+	return kid != "" && !slices.ContainsFunc(*keys, func(k remoteKey) bool { return k.kid == kid })
+}
+
+// refetchRemote is called when no source had a key for a token: it asks the
+// remote sets that might have it for a fetch (each at most once per
+// jwksRefetchEvery) and waits a little for them. It reports whether any
+// fetch ended, so that the keys are worth looking up again.
+func refetchRemote(sources []keySource, kid string) bool {
+	var sets []*remoteKeySet
+	for _, src := range sources {
+		if s, ok := src.(*remoteKeySet); ok && s.wantsFetch(kid) {
+			sets = append(sets, s)
+		}
+	}
+	switch len(sets) {
+	case 0:
+		return false
+	case 1:
+		return sets[0].refetch()
+	}
+	var fetched atomic.Bool
+	var wg sync.WaitGroup
+	for _, s := range sets {
+		wg.Go(func() {
+			if s.refetch() {
+				fetched.Store(true)
+			}
+		})
+	}
+	wg.Wait()
+	return fetched.Load()
 }
 
 // refetch asks run for a fetch, unless one was asked for or started less than

@@ -231,7 +231,7 @@ func (c *JWTConfig) resolveAlgorithms(keys staticKeys, remote bool) ([]string, e
 		if !ok {
 			return nil, fmt.Errorf("unknown jwt algorithm %q (supported: HS256/384/512, RS256/384/512, PS256/384/512, ES256/384/512, EdDSA, Ed25519)", alg)
 		}
-		if !families[f] && !remote {
+		if !families[f] && (!remote || f == familyHMAC) { // a remote set never supplies an HMAC key
 			return nil, fmt.Errorf("jwt algorithm %s needs a %s key, and none is configured", alg, f)
 		}
 		served[f] = true
@@ -353,18 +353,14 @@ func (v *jwtVerifier) keyFor(t *jwt.Token) (any, error) {
 	}
 	kid, _ := t.Header["kid"].(string)
 	family := algorithmFamily[alg]
-	var keys []any
-	var notLoaded error
-	for _, src := range v.sources {
-		var err error
-		if keys, err = src.appendKeys(keys, kid, alg, family); err != nil {
-			notLoaded = err // other sources may still have the key
-		}
+	keys, err := collectKeys(v.sources, kid, alg, family)
+	if len(keys) == 0 && refetchRemote(v.sources, kid) { // unknown kid, or keys not loaded yet
+		keys, err = collectKeys(v.sources, kid, alg, family)
 	}
 	switch len(keys) {
 	case 0:
-		if notLoaded != nil {
-			return nil, notLoaded
+		if err != nil {
+			return nil, err
 		}
 		return nil, errNoKey
 	case 1:
@@ -375,6 +371,20 @@ func (v *jwtVerifier) keyFor(t *jwt.Token) (any, error) {
 		set.Keys[i] = k
 	}
 	return set, nil
+}
+
+// collectKeys gathers the keys of every source for a token. An error of one
+// source (a remote set not loaded yet) does not hide the keys of the others.
+func collectKeys(sources []keySource, kid, alg, family string) ([]any, error) {
+	var keys []any
+	var firstErr error
+	for _, src := range sources {
+		var err error
+		if keys, err = src.appendKeys(keys, kid, alg, family); err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	return keys, firstErr
 }
 
 // jwtErrorReason maps a parser error to a short, secret-free description.
