@@ -127,7 +127,7 @@ type remoteKeySet struct {
 	fetching  bool          // a fetch is running
 	waiters   chan struct{} // closed when the next fetch ends; nil if nobody waits
 
-	discovered string // jwks_uri from discovery; used by run only
+	discovered string // jwks_uri from discovery; used by the fetching goroutine only
 }
 
 func newRemoteKeySet(jwksURL, issuer string, logger *zap.Logger) *remoteKeySet {
@@ -357,7 +357,9 @@ func (s *remoteKeySet) fetch(ctx context.Context) ([]remoteKey, time.Duration, e
 	}
 	body, header, err := s.get(ctx, target)
 	if err != nil {
-		s.discovered = "" // discover again next time: the jwks_uri may have moved
+		if s.issuer != "" {
+			s.discovered = "" // discover again next time: the jwks_uri may have moved
+		}
 		return nil, 0, err
 	}
 	keys, skipped, err := parseJWKS(body)

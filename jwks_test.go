@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -24,6 +25,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap"
 )
@@ -599,7 +601,11 @@ func TestOIDCDiscoveryIssuerMismatch(t *testing.T) {
 	if _, reason := jkCheck(v, tok); reason != "signing keys not available yet" {
 		t.Fatalf("issuer mismatch: reason %q", reason)
 	}
-	if _, err := sets[0].fetchNow(context.Background()); err == nil || !strings.Contains(err.Error(), "evil.example") {
+	if sets[0].keys.Load() != nil {
+		t.Fatal("keys loaded despite the issuer mismatch")
+	}
+	set := newRemoteKeySet("", srv.URL, zap.NewNop())
+	if _, err := set.fetchNow(context.Background()); err == nil || !strings.Contains(err.Error(), "evil.example") {
 		t.Fatalf("fetch error %v, want the issuer mismatch", err)
 	}
 	if srv.jwksHits.Load() != 0 {
@@ -824,5 +830,148 @@ func TestVerifierCachesOnlyValidTokens(t *testing.T) {
 	time.Sleep(time.Until(time.Unix(time.Now().Add(time.Second).Unix(), 0)) + 1100*time.Millisecond)
 	if _, reason := jkCheck(v, soon); reason != "token expired" {
 		t.Fatalf("expired token served from the cache: reason %q", reason)
+	}
+}
+
+// ---- end to end, through a real Caddy
+
+// jkCaddyfile protects :9181 with remote keys from jwksURL (the reload index
+// i varies the config so that each load is a real reload).
+func jkCaddyfile(db, jwksURL string, i int) string {
+	return fmt.Sprintf(`{
+	admin localhost:2999
+	http_port 9080
+	https_port 9443
+	grace_period 1ns
+	skip_install_trust
+}
+:9181 {
+	token_auth {
+		db %s
+		jwt {
+			jwks_url %s
+		}
+	}
+	respond "{http.auth.user.id} %d"
+}
+`, db, jwksURL, i)
+}
+
+// jkGet sends a Bearer token to the protected site without keep-alive.
+func jkGet(t testing.TB, tok string) (int, string, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, "http://localhost:9181/", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Close = true
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), resp.Header.Get("WWW-Authenticate")
+}
+
+func TestJWKSThroughCaddy(t *testing.T) {
+	k := jkKeys()
+	addr := jkFreeAddr(t) // the key server is down when Caddy starts
+	db := t.TempDir() + "/t.db"
+	tc := caddytest.NewTester(t)
+	start := time.Now()
+	tc.InitServer(jkCaddyfile(db, "http://"+addr+"/jwks.json", 0), "caddyfile")
+	t.Logf("config loaded in %v with the key server down", time.Since(start))
+
+	tok := jkSign(t, "RS256", k["rsa1"], "k1", "alice", nil)
+	status, _, challenge := jkGet(t, tok)
+	if status != http.StatusUnauthorized ||
+		!strings.Contains(challenge, `error="invalid_token"`) ||
+		!strings.Contains(challenge, `error_description="signing keys not available yet"`) {
+		t.Fatalf("key server down: %d, WWW-Authenticate %q", status, challenge)
+	}
+
+	// The key server comes up: Caddy recovers on its own.
+	srv := newJKServer(t, addr, jkJWK(t, k["rsa1"], "k1", ""))
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		status, body, challenge := jkGet(t, tok)
+		if status == http.StatusOK {
+			if body != "alice 0" {
+				t.Fatalf("body %q", body)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not recovered: %d %q", status, challenge)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Logf("recovered %v after the start", time.Since(start))
+
+	// Rotation: a token with a new kid is accepted once the set has it.
+	srv.setKeys(jkJWK(t, k["rsa1"], "k1", ""), jkJWK(t, k["p256"], "k2", "ES256"))
+	tok2 := jkSign(t, "ES256", k["p256"], "k2", "bob", nil)
+	deadline = time.Now().Add(jwksRefetchEvery + 3*time.Second)
+	for {
+		status, body, _ := jkGet(t, tok2)
+		if status == http.StatusOK && body == "bob 0" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rotated key not accepted: %d", status)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+
+	// A flood of forged kids causes at most a couple of fetches.
+	before := srv.jwksHits.Load()
+	for range 300 {
+		forged := jkSign(t, "RS256", k["rsa2"], jkRandomKid(), "mallory", nil)
+		if status, _, _ := jkGet(t, forged); status != http.StatusUnauthorized {
+			t.Fatalf("forged kid: %d", status)
+		}
+	}
+	if n := srv.jwksHits.Load() - before; n > 2 {
+		t.Fatalf("300 forged kids caused %d fetches", n)
+	}
+
+	// The metrics are in the config's registry, served by the admin API.
+	resp, err := http.Get("http://localhost:2999/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`caddy_token_auth_jwks_fetches_total{result="success"}`,
+		`caddy_token_auth_jwks_fetches_total{result="failure"}`,
+		`caddy_token_auth_jwt_cache_total{result="hit"}`,
+		`caddy_token_auth_jwt_cache_total{result="miss"}`,
+	} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("admin /metrics lacks %s", want)
+		}
+	}
+
+	// 20 reloads leave no refresher behind.
+	runtime.GC()
+	goroutines := runtime.NumGoroutine()
+	for i := 1; i <= 20; i++ {
+		tc.InitServer(jkCaddyfile(db, srv.URL+"/jwks.json", i), "caddyfile")
+		if status, body, _ := jkGet(t, tok); status != http.StatusOK || body != fmt.Sprintf("alice %d", i) {
+			t.Fatalf("reload %d: %d %q", i, status, body)
+		}
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		after := runtime.NumGoroutine()
+		if after <= goroutines+5 {
+			t.Logf("goroutines: %d before, %d after 20 reloads", goroutines, after)
+			break
+		}
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("goroutines: %d before, %d after 20 reloads\n%s", goroutines, after, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -27,9 +27,16 @@ type JWTConfig struct {
 	// PublicKey lists PEM files, each an RSA, ECDSA or Ed25519 public key
 	// (PKIX or PKCS#1) or a certificate.
 	PublicKey []string `json:"public_key,omitempty"`
-	// JWKSURL lists remote JSON Web Key Sets, refreshed in the background.
+	// JWKSURL lists remote JSON Web Key Sets (http:// or https://), fetched
+	// in the background and refreshed as their Cache-Control max-age says
+	// (between 1 minute and 24 hours; default 1 hour). A token with an
+	// unknown kid causes a refetch, at most once per 5 seconds per set.
+	// Symmetric (oct) keys in a remote set are ignored.
 	JWKSURL []string `json:"jwks_url,omitempty"`
-	// Issuer lists accepted issuers (any one); when set, the iss claim must match.
+	// Issuer lists accepted issuers (any one); when set, the iss claim must
+	// match. When no secret, public_key or jwks_url is configured, the keys
+	// are found by OIDC discovery: <issuer>/.well-known/openid-configuration,
+	// whose issuer must equal the configured one, names the jwks_uri.
 	Issuer []string `json:"issuer,omitempty"`
 	// Audience lists accepted audiences (any one); when set, the aud claim must contain one.
 	Audience []string `json:"audience,omitempty"`
