@@ -619,6 +619,8 @@ func (s *pgStore) writeErr(err error) error {
 	switch {
 	case err == nil, errors.Is(err, ErrTokenNotFound), errors.Is(err, ErrStoreUnavailable):
 		return err
+	case errors.Is(err, pgx.ErrNoRows):
+		return ErrTokenNotFound
 	case errors.As(err, &pgErr) && pgErr.Code == "23505": // unique_violation
 		return ErrTokenExists
 	case errors.As(err, &pgErr) && !pgUnavailableCode(pgErr.Code):
