@@ -394,6 +394,8 @@ func TestAdminAPIThroughCaddy(t *testing.T) {
 		respond "user={http.auth.user.id}"
 	}`, db), "caddyfile")
 	admin := "http://localhost:2999"
+	// Always name the store: other tests in this process may hold stores open too.
+	q := "?db=" + url.QueryEscape(db)
 	get := func(url string, status int) string { // the body of a GET answered with status
 		t.Helper()
 		req, _ := http.NewRequest("GET", url, nil)
@@ -403,7 +405,7 @@ func TestAdminAPIThroughCaddy(t *testing.T) {
 		return string(b)
 	}
 
-	req, _ := http.NewRequest("POST", admin+"/token_auth/tokens", strings.NewReader(`{"user":"alice","scopes":["read"]}`))
+	req, _ := http.NewRequest("POST", admin+"/token_auth/tokens"+q, strings.NewReader(`{"user":"alice","scopes":["read"]}`))
 	resp := tester.AssertResponseCode(req, 201)
 	var issued issuedToken
 	if err := json.NewDecoder(resp.Body).Decode(&issued); err != nil {
@@ -417,17 +419,17 @@ func TestAdminAPIThroughCaddy(t *testing.T) {
 	tester.AssertResponse(req, 200, "user=alice")
 
 	// the record, by ID and in the list; never the token
-	body := get(admin+"/token_auth/tokens/"+issued.ID, 200)
+	body := get(admin+"/token_auth/tokens/"+issued.ID+q, 200)
 	if !strings.Contains(body, issued.ID) || strings.Contains(body, issued.Token) {
 		t.Fatalf("GET /token_auth/tokens/{id}: %s", body)
 	}
-	body = get(admin+"/token_auth/tokens?user=alice", 200)
+	body = get(admin+"/token_auth/tokens"+q+"&user=alice", 200)
 	if !strings.Contains(body, issued.ID) || strings.Contains(body, issued.Token) {
 		t.Fatalf("GET /token_auth/tokens?user=alice: %s", body)
 	}
 
 	// rotate without grace: the new token works, the old one no longer
-	req, _ = http.NewRequest("POST", admin+"/token_auth/tokens/"+issued.ID+"/rotate", strings.NewReader(`{"grace":"0s"}`))
+	req, _ = http.NewRequest("POST", admin+"/token_auth/tokens/"+issued.ID+"/rotate"+q, strings.NewReader(`{"grace":"0s"}`))
 	resp = tester.AssertResponseCode(req, 201)
 	var next issuedToken
 	if err := json.NewDecoder(resp.Body).Decode(&next); err != nil {
@@ -438,19 +440,19 @@ func TestAdminAPIThroughCaddy(t *testing.T) {
 	tester.AssertGetResponse("http://localhost:9080/?token="+issued.Token, 401, "")
 
 	// revoke: in force for the next request
-	tester.AssertDeleteResponse(admin+"/token_auth/tokens/"+next.ID, 204, "")
+	tester.AssertDeleteResponse(admin+"/token_auth/tokens/"+next.ID+q, 204, "")
 	tester.AssertGetResponse("http://localhost:9080/?token="+next.Token, 401, "")
-	req, _ = http.NewRequest("DELETE", admin+"/token_auth/tokens/"+next.ID+"x", nil)
+	req, _ = http.NewRequest("DELETE", admin+"/token_auth/tokens/"+next.ID+"x"+q, nil)
 	tester.AssertResponseCode(req, 404)
 
 	// import a legacy token, export it back as a digest
-	req, _ = http.NewRequest("POST", admin+"/token_auth/import", strings.NewReader(`{"user":"bob","token":"bob-legacy-token-0000001"}`+"\n"))
+	req, _ = http.NewRequest("POST", admin+"/token_auth/import"+q, strings.NewReader(`{"user":"bob","token":"bob-legacy-token-0000001"}`+"\n"))
 	tester.AssertResponse(req, 200, `{"imported":1,"skipped":0}`+"\n")
 	tester.AssertGetResponse("http://localhost:9080/?token=bob-legacy-token-0000001", 200, "user=bob")
-	body = get(admin+"/token_auth/export", 200)
+	body = get(admin+"/token_auth/export"+q, 200)
 	if strings.Count(body, "\n") != 3 || strings.Contains(body, "bob-legacy-token-0000001") || !strings.Contains(body, digestOf("bob-legacy-token-0000001").String()) {
 		t.Fatalf("export:\n%s", body)
 	}
-	tester.AssertDeleteResponse(admin+"/token_auth/tokens?user=bob", 200, `{"revoked":1}`+"\n")
+	tester.AssertDeleteResponse(admin+"/token_auth/tokens"+q+"&user=bob", 200, `{"revoked":1}`+"\n")
 	tester.AssertGetResponse("http://localhost:9080/?token=bob-legacy-token-0000001", 401, "")
 }
