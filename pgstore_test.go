@@ -73,6 +73,19 @@ func untilRefused(tb testing.TB, s TokenStore, d Digest, limit time.Duration) ti
 	})
 }
 
+// warm looks d up in s until the record is in s's cache (a notification
+// arriving during a lookup keeps that lookup from caching what it read).
+func warm(tb testing.TB, s *pgStore, d Digest) {
+	tb.Helper()
+	waitFor(tb, 2*time.Second, "record cached", func() bool {
+		mustLookup(tb, s, d)
+		s.cacheMu.RLock()
+		defer s.cacheMu.RUnlock()
+		_, ok := s.cache[d]
+		return ok
+	})
+}
+
 // mustLookup looks a digest up and requires a usable record.
 func mustLookup(tb testing.TB, s TokenStore, d Digest) *TokenRecord {
 	tb.Helper()
@@ -363,7 +376,8 @@ func TestPgTwoInstancesShareOneDatabase(t *testing.T) {
 	if rec := mustLookup(t, b, d1); rec.User != "alice" {
 		t.Fatalf("created on A, looked up on B: %+v", rec)
 	}
-	mustLookup(t, a, d1) // cached on both now
+	warm(t, a, d1)
+	warm(t, b, d1) // cached on both now
 
 	if _, err := b.Revoke(ctx, "tok_one", time.Now()); err != nil {
 		t.Fatal(err)
@@ -372,8 +386,8 @@ func TestPgTwoInstancesShareOneDatabase(t *testing.T) {
 	t.Logf("revoke on B in force on A after %s", took)
 
 	d2, d3 := mustInsert(t, b, "tok_two", "bob"), mustInsert(t, b, "tok_three", "bob")
-	mustLookup(t, a, d2)
-	mustLookup(t, a, d3)
+	warm(t, a, d2)
+	warm(t, a, d3)
 	if n, err := b.RevokeUser(ctx, "bob", time.Now()); err != nil || n != 2 {
 		t.Fatalf("revoke user: %d %v", n, err)
 	}
@@ -382,7 +396,7 @@ func TestPgTwoInstancesShareOneDatabase(t *testing.T) {
 
 	// Rotation without grace through A: refused on B.
 	d4 := mustInsert(t, a, "tok_four", "carol")
-	mustLookup(t, b, d4)
+	warm(t, b, d4)
 	if _, _, err := rotateToken(ctx, a, "tok_four", 0, time.Now()); err != nil {
 		t.Fatal(err)
 	}
@@ -396,7 +410,8 @@ func TestPgTwoInstancesShareOneDatabase(t *testing.T) {
 	if rec.User != "dora" || rec.scopesJoined != "read write" || rec.Meta["plan"] != "pro" {
 		t.Errorf("row inserted with SQL: %+v", rec)
 	}
-	mustLookup(t, b, digestOf(tok))
+	warm(t, a, digestOf(tok))
+	warm(t, b, digestOf(tok))
 	if n := pgExec(t, dsn, `UPDATE token_auth_tokens SET revoked_at = now() WHERE id = 'tok_app'`); n != 1 {
 		t.Fatalf("SQL revoke updated %d rows", n)
 	}
@@ -404,12 +419,12 @@ func TestPgTwoInstancesShareOneDatabase(t *testing.T) {
 	untilRefused(t, b, digestOf(tok), time.Second)
 
 	d5 := mustInsert(t, a, "tok_five", "erin")
-	mustLookup(t, b, d5)
+	warm(t, b, d5)
 	pgExec(t, dsn, `DELETE FROM token_auth_tokens WHERE id = 'tok_five'`)
 	untilRefused(t, b, d5, time.Second)
 
 	d6 := mustInsert(t, a, "tok_six", "erin")
-	mustLookup(t, b, d6)
+	warm(t, b, d6)
 	pgExec(t, dsn, `TRUNCATE token_auth_tokens`)
 	untilRefused(t, b, d6, time.Second)
 }
@@ -423,8 +438,8 @@ func TestPgListenerKilled(t *testing.T) {
 	a := openTestPgStore(t, dsn, pgMaxCacheTTL)
 	b := openTestPgStore(t, dsn, pgMaxCacheTTL)
 	d1, d2 := mustInsert(t, b, "tok_one", "alice"), mustInsert(t, b, "tok_two", "alice")
-	mustLookup(t, a, d1)
-	mustLookup(t, a, d2)
+	warm(t, a, d1)
+	warm(t, a, d2)
 
 	pid := a.listenerPID.Load()
 	var killed bool
@@ -445,7 +460,7 @@ func TestPgListenerKilled(t *testing.T) {
 		return a.listening.Load() && a.listenerPID.Load() != pid
 	})
 	t.Logf("listener reconnected after %s", took)
-	mustLookup(t, a, d2)
+	warm(t, a, d2)
 	if _, err := b.Revoke(ctx, "tok_two", time.Now()); err != nil {
 		t.Fatal(err)
 	}
@@ -457,10 +472,12 @@ func TestPgListenerKilled(t *testing.T) {
 func TestPgTTLBoundsStaleness(t *testing.T) {
 	dsn := sharedPGServer(t).newDatabase(t)
 	a := openTestPgStore(t, dsn, time.Second)
-	d := mustInsert(t, a, "tok_one", "alice")
-	mustLookup(t, a, d)
+	// Disabled before the insert too, whose notification could otherwise
+	// arrive after the lookup below cached the record, and evict it.
 	pgExec(t, dsn, `ALTER TABLE token_auth_tokens DISABLE TRIGGER token_auth_tokens_notify`)
 	defer pgExec(t, dsn, `ALTER TABLE token_auth_tokens ENABLE TRIGGER token_auth_tokens_notify`)
+	d := mustInsert(t, a, "tok_one", "alice")
+	warm(t, a, d)
 	pgExec(t, dsn, `UPDATE token_auth_tokens SET revoked_at = now() WHERE id = 'tok_one'`)
 	start := time.Now()
 	mustLookup(t, a, d) // still cached: no notification came
