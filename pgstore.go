@@ -274,6 +274,12 @@ func (s *pgStore) Lookup(ctx context.Context, digest Digest) (*TokenRecord, erro
 	if ok && now.Before(e.expires) {
 		return e.rec, nil
 	}
+	return s.lookupMiss(ctx, digest, now, gen)
+}
+
+// lookupMiss reads a record from the database and caches it. (Apart from
+// Lookup so that the hit path does not allocate.)
+func (s *pgStore) lookupMiss(ctx context.Context, digest Digest, now time.Time, gen uint64) (*TokenRecord, error) {
 	ttl := time.Duration(s.ttl.Load())
 	if !s.listening.Load() {
 		ttl = min(ttl, pgUnlistenedTTL)
