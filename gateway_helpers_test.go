@@ -98,9 +98,17 @@ func startGateway(t *testing.T, auth string) *gateway {
 		"%AUTH%", strings.ReplaceAll(auth, "%KEYDIR%", testKeyDir),
 		"%UPSTREAM%", g.upstream.Listener.Addr().String(),
 	).Replace(gatewayCaddyfile)
-	g.tc = caddytest.NewTester(t)
+	g.tc = newTester(t)
 	g.tc.InitServer(cfg, "caddyfile")
 	return g
+}
+
+// newTester is caddytest's tester with timeouts that survive a loaded machine.
+func newTester(t *testing.T) *caddytest.Tester {
+	return caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{
+		LoadRequestTimeout: 30 * time.Second,
+		TestRequestTimeout: 30 * time.Second,
+	})
 }
 
 // create makes a token in the gateway's store.

@@ -73,7 +73,7 @@ func TestNoSecretInLogsOrStore(t *testing.T) {
 	}
 }
 `)
-	g.tc = caddytest.NewTester(t)
+	g.tc = newTester(t)
 	g.tc.InitServer(cfg, "caddyfile")
 
 	rec, valid := g.create(t, CreateRequest{User: "zed"})
