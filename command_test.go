@@ -338,7 +338,10 @@ func TestCLIFileMode(t *testing.T) {
 	if err := json.Unmarshal([]byte(cliOK(t, dir, "", "token-auth", "list", "--db", db, "--json")), &list); err != nil || len(list) != 2 {
 		t.Fatalf("list: %v %v", list, err)
 	}
-	if list[0].User != "alice" || list[0].ExpiresAt != nil {
+	if list[0].User != "alice" { // created in the same second: the order is by ID then
+		list[0], list[1] = list[1], list[0]
+	}
+	if list[0].User != "alice" || list[0].ExpiresAt != nil || strings.Join(list[0].Scopes, " ") != "admin" {
 		t.Fatalf("alice: %+v", list[0])
 	}
 	if !strings.Contains(cliOK(t, dir, "", "token-auth", "list", "--db", db), "never") {
