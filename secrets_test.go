@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/caddytest"
 )
 
 // TestNoSecretInLogsOrStore runs every kind of request — valid, refused,
