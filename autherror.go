@@ -30,6 +30,21 @@ func (e *authError) Error() string {
 	return e.code + ": " + e.desc
 }
 
+// resultIndex is the refusal's result label for metrics.
+func (e *authError) resultIndex() int {
+	switch {
+	case e.status == http.StatusServiceUnavailable:
+		return resultUnavailable
+	case e.code == "":
+		return resultNoCredentials
+	case e.code == codeInvalidRequest:
+		return resultInvalidRequest
+	case e.code == codeInsufficientScope:
+		return resultInsufficientScope
+	}
+	return resultInvalidToken
+}
+
 // errNoCredentials is a request without any credential: a bare challenge.
 var errNoCredentials = &authError{status: http.StatusUnauthorized, desc: "no credentials"}
 

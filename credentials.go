@@ -29,6 +29,17 @@ type credential struct {
 	queryStart, queryEnd int
 }
 
+// typeIndex is the credential's type for metrics.
+func (c credential) typeIndex() int {
+	switch {
+	case c.jwt:
+		return credJWT
+	case c.source != "":
+		return credOpaque
+	}
+	return credNone
+}
+
 // extractCredential finds the request's credential (RFC 6750 §2: exactly one).
 // It returns the zero credential and no error when there is none.
 func (h *TokenAuth) extractCredential(r *http.Request) (credential, *authError) {

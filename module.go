@@ -63,6 +63,7 @@ type TokenAuth struct {
 	store      TokenStore
 	storeKey   string // pool key, released in Cleanup
 	verifier   *jwtVerifier
+	metrics    *tokenAuthMetrics
 	logger     *zap.Logger
 }
 
@@ -78,6 +79,7 @@ func (TokenAuth) CaddyModule() caddy.ModuleInfo {
 // JWT verifier.
 func (h *TokenAuth) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	h.metrics = handlerMetrics()
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return err
 	}
@@ -167,28 +169,29 @@ func (h *TokenAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 
 	cred, aerr := h.extractCredential(r)
 	if aerr != nil {
-		return h.refuse(w, r, repl, aerr, "")
+		return h.refuse(w, r, repl, aerr, cred)
 	}
 	if cred.source == "" { // no credential at all
 		if h.Optional {
+			h.metrics.countRequest(resultAnonymous, credNone)
 			repl.Map(emptyAuthPlaceholders)
 			return next.ServeHTTP(w, r)
 		}
-		return h.refuse(w, r, repl, errNoCredentials, "")
+		return h.refuse(w, r, repl, errNoCredentials, cred)
 	}
 
 	var scopes []string
 	if cred.jwt {
 		id, reason := h.verifier.verify(cred.value, digestOf(cred.value), time.Now())
 		if reason != "" {
-			return h.refuse(w, r, repl, invalidToken(reason), cred.source)
+			return h.refuse(w, r, repl, invalidToken(reason), cred)
 		}
 		repl.Map(jwtPlaceholders(id, cred.source))
 		scopes = id.scopes
 	} else {
 		rec, aerr := h.lookupOpaque(r, cred.value)
 		if aerr != nil {
-			return h.refuse(w, r, repl, aerr, cred.source)
+			return h.refuse(w, r, repl, aerr, cred)
 		}
 		repl.Map(opaquePlaceholders(rec, cred.source))
 		scopes = rec.Scopes
@@ -197,8 +200,9 @@ func (h *TokenAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 		return h.refuse(w, r, repl, &authError{
 			status: http.StatusForbidden, code: codeInsufficientScope,
 			desc: "insufficient scope", scope: strings.Join(h.RequireScope, " "),
-		}, cred.source)
+		}, cred)
 	}
+	h.metrics.countRequest(resultOK, cred.typeIndex())
 
 	if !h.KeepCredentials {
 		h.removeCredential(r, cred)
@@ -219,6 +223,7 @@ func (h *TokenAuth) lookupOpaque(r *http.Request, token string) (*TokenRecord, *
 	case errors.Is(err, ErrTokenNotFound):
 		return nil, invalidToken("unknown token")
 	case err != nil:
+		h.metrics.storeErrors.Inc()
 		if c := h.logger.Check(zapcore.ErrorLevel, "token store lookup failed"); c != nil {
 			c.Write(zap.Error(err)) // the error never carries the token: lookups are by digest
 		}
@@ -256,7 +261,8 @@ func missingScopes(required, granted []string) bool {
 // refuse answers a request that failed authentication: the RFC 6750
 // challenge, the error placeholders, a debug log line (never the
 // credential), and a Caddy error for handle_errors.
-func (h *TokenAuth) refuse(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, aerr *authError, source string) error {
+func (h *TokenAuth) refuse(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, aerr *authError, cred credential) error {
+	h.metrics.countRequest(aerr.resultIndex(), cred.typeIndex())
 	if aerr.status != http.StatusForbidden { // a 403 already has its identity mapped
 		repl.Map(emptyAuthPlaceholders)
 	}
@@ -270,7 +276,7 @@ func (h *TokenAuth) refuse(w http.ResponseWriter, r *http.Request, repl *caddy.R
 			zap.Int("status", aerr.status),
 			zap.String("error", aerr.code),
 			zap.String("reason", aerr.desc),
-			zap.String("source", source),
+			zap.String("source", cred.source),
 		)
 	}
 	return caddyhttp.Error(aerr.status, aerr)

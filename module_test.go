@@ -3,10 +3,12 @@ package tokenauth
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -501,4 +503,57 @@ func pluginGoroutines() int {
 		}
 	}
 	return n
+}
+
+// TestRequestMetrics: outcomes are counted by result and credential type on
+// the admin endpoint's /metrics, with no token, user or address in any label.
+func TestRequestMetrics(t *testing.T) {
+	g := startGateway(t, "")
+	_, tok := g.create(t, CreateRequest{User: "metrics-user"})
+	before := scrapeMetrics(t)
+	expectPass(t, g.get(t, "/?token="+tok), "metrics-user")
+	expectPass(t, g.get(t, "/", bearer(tok)...), "metrics-user")
+	expectRefusal(t, g.get(t, "/"), 401, "", "")
+	expectRefusal(t, g.get(t, "/?token=unknown-token-0000000"), 401, "invalid_token", "")
+	after := scrapeMetrics(t)
+	for series, want := range map[string]float64{
+		`caddy_token_auth_requests_total{result="ok",type="opaque"}`:            2,
+		`caddy_token_auth_requests_total{result="no_credentials",type="none"}`:  1,
+		`caddy_token_auth_requests_total{result="invalid_token",type="opaque"}`: 1,
+	} {
+		if got := after[series] - before[series]; got != want {
+			t.Errorf("%s rose by %v, want %v", series, got, want)
+		}
+	}
+	for series := range after {
+		if strings.Contains(series, tok) || strings.Contains(series, "metrics-user") || strings.Contains(series, "127.0.0.1") {
+			t.Errorf("metric series carries client data: %s", series)
+		}
+	}
+}
+
+// scrapeMetrics reads the caddy_token_auth_* series from the admin endpoint.
+func scrapeMetrics(t *testing.T) map[string]float64 {
+	t.Helper()
+	res, err := http.Get("http://localhost:2999/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	out := map[string]float64{}
+	for line := range strings.SplitSeq(string(body), "\n") {
+		if !strings.HasPrefix(line, "caddy_token_auth_") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err == nil {
+			out[line[:i]] = v
+		}
+	}
+	if len(out) == 0 {
+		t.Fatal("no caddy_token_auth_ series on /metrics")
+	}
+	return out
 }

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
 )
 
 // TestNoSecretInLogsOrStore runs every kind of request — valid, refused,
