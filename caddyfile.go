@@ -16,7 +16,7 @@ import (
 //
 //	token_auth [<matcher>] {
 //		db               <path>
-//		store            bolt <path> | postgres <dsn>
+//		store            bolt <path> | postgres <dsn> [{ cache_ttl <duration> }]
 //		query            <param>|off
 //		header           <field>
 //		cookie           <name>
@@ -236,7 +236,7 @@ func (c *JWTConfig) checkStatic() error {
 		return err
 	}
 	if len(keys) == 0 && len(c.JWKSURL) == 0 && len(c.Issuer) == 0 {
-		return errors.New("jwt: configure a secret, a public_key or a jwks_url")
+		return errors.New("jwt: configure a secret, a public_key, a jwks_url or an issuer to discover keys from")
 	}
 	_, err = c.resolveAlgorithms(keys, len(c.JWKSURL) > 0 || len(c.Issuer) > 0)
 	return err
