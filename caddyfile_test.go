@@ -78,7 +78,7 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"private key given", "token_auth {\n\tjwt {\n\t\tpublic_key " + privatePEM + "\n\t}\n}", "this is a private key", "at Testfile:2"},
 		{"key does not fit algorithms", "token_auth {\n\tjwt {\n\t\tpublic_key " + keys[familyRSA].pemPath + "\n\t\tpublic_key " + keys[familyP256].pemPath + "\n\t\talgorithms RS256\n\t}\n}", "fits none of the allowed algorithms", "at Testfile:2"},
 		{"algorithm without key", "token_auth {\n\tjwt {\n\t\tsecret " + testSecret + "\n\t\talgorithms HS256 ES256\n\t}\n}", "jwt algorithm ES256 needs a P-256 key", "at Testfile:2"},
-		{"no key at all", "token_auth {\n\tjwt {\n\t\tuser_claim id\n\t}\n}", "configure a secret, a public_key or a jwks_url", "at Testfile:2"},
+		{"no key at all", "token_auth {\n\tjwt {\n\t\tuser_claim id\n\t}\n}", "configure a secret, a public_key, a jwks_url or an issuer", "at Testfile:2"},
 		{"bad leeway", "token_auth {\n\tjwt {\n\t\tsecret " + testSecret + "\n\t\tleeway soon\n\t}\n}", "leeway 'soon'", "at Testfile:4"},
 		{"jwt twice", "token_auth {\n\tjwt {\n\t\tsecret " + testSecret + "\n\t}\n\tjwt {\n\t}\n}", "jwt block given twice", "at Testfile:5"},
 		{"bad realm", "token_auth {\n\trealm \"a\\\"b\"\n}", "no quotes", "at Testfile:2"},
