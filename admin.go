@@ -304,6 +304,9 @@ func (a *adminAPI) handleExport(w http.ResponseWriter, r *http.Request) error {
 func storeForRequest(r *http.Request) (TokenStore, error) {
 	stores := openStores()
 	if db := r.URL.Query().Get("db"); db != "" {
+		if s, ok := stores[db]; ok { // a key as listed, e.g. a postgres: store
+			return s, nil
+		}
 		abs, err := filepath.Abs(db)
 		if err != nil {
 			return nil, apiError(http.StatusBadRequest, fmt.Errorf("db %q: %v", db, err))
