@@ -1,7 +1,6 @@
 package tokenauth
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 
@@ -235,10 +234,7 @@ func (c *JWTConfig) checkStatic() error {
 	if err != nil {
 		return err
 	}
-	if len(keys) == 0 && len(c.JWKSURL) == 0 && len(c.Issuer) == 0 {
-		return errors.New("jwt: configure a secret, a public_key, a jwks_url or an issuer to discover keys from")
-	}
-	_, err = c.resolveAlgorithms(keys, len(c.JWKSURL) > 0 || len(c.Issuer) > 0)
+	_, err = c.resolveAlgorithms(keys, c.usesRemoteKeys(keys))
 	return err
 }
 

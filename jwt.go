@@ -212,9 +212,18 @@ func keyFamily(pub any) (string, error) {
 	return "", fmt.Errorf("unsupported key type %T", pub)
 }
 
+// usesRemoteKeys reports whether keys come from remote key sets: jwks_url,
+// or OIDC discovery from the issuer when no key is configured.
+func (c *JWTConfig) usesRemoteKeys(static staticKeys) bool {
+	return len(c.JWKSURL) > 0 || (len(static) == 0 && len(c.Issuer) > 0)
+}
+
 // resolveAlgorithms checks the allow-list against the keys, or derives it
 // from them. remote says whether remote key sets may add keys later.
 func (c *JWTConfig) resolveAlgorithms(keys staticKeys, remote bool) ([]string, error) {
+	if len(keys) == 0 && !remote {
+		return nil, errors.New("jwt: configure a secret, a public_key, a jwks_url or an issuer to discover keys from")
+	}
 	families := map[string]bool{}
 	for _, k := range keys {
 		families[k.family] = true

@@ -107,9 +107,6 @@ func (h *TokenAuth) Provision(ctx caddy.Context) error {
 		if err != nil {
 			return err
 		}
-		if len(keys) == 0 && len(remote) == 0 {
-			return errors.New("jwt: configure a secret, a public_key, a jwks_url or an issuer to discover keys from")
-		}
 		algs, err := h.JWT.resolveAlgorithms(keys, len(remote) > 0)
 		if err != nil {
 			return err

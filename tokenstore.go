@@ -123,20 +123,3 @@ func (r *TokenRecord) clone() *TokenRecord {
 	c.scopesJoined, c.lastMarked = "", 0
 	return &c
 }
-
-// hasScopes reports whether every one of want is granted.
-func (r *TokenRecord) hasScopes(want []string) bool {
-	for _, w := range want {
-		found := false
-		for _, s := range r.Scopes {
-			if s == w {
-				found = true
-				break
-			}
-		}
-		if !found {
-			return false
-		}
-	}
-	return true
-}
