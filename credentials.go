@@ -178,25 +178,32 @@ func findBearer(values []string) (string, int) {
 // looksLikeJWT reports whether v has the JWS compact shape: three
 // dot-separated base64url parts, the first two non-empty.
 func looksLikeJWT(v string) bool {
-	dots := 0
-	partLen := 0
+	dots, partLen := 0, 0
 	for i := 0; i < len(v); i++ {
 		c := v[i]
-		switch {
-		case c == '.':
+		if c == '.' {
 			if partLen == 0 {
 				return false
 			}
 			dots++
 			partLen = 0
-		case ('a' <= c && c <= 'z') || ('A' <= c && c <= 'Z') || ('0' <= c && c <= '9') || c == '-' || c == '_':
-			partLen++
-		default:
+			continue
+		}
+		if !base64URLChar[c] {
 			return false
 		}
+		partLen++
 	}
 	return dots == 2 // the signature part may be empty, as in alg=none: refused as a JWT, by name
 }
+
+// base64URLChar marks the bytes of the base64url alphabet.
+var base64URLChar = func() (t [256]bool) {
+	for _, c := range []byte("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") {
+		t[c] = true
+	}
+	return t
+}()
 
 // findCookie returns the value of the named cookie and how many times it appears.
 func findCookie(lines []string, name string) (string, int) {
