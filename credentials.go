@@ -244,13 +244,16 @@ func removeCookie(h http.Header, name string) {
 func (h *TokenAuth) removeCredential(r *http.Request, c credential) {
 	switch c.source {
 	case sourceQuery:
-		r.URL.RawQuery = removeQueryPair(r.URL.RawQuery, c.queryStart, c.queryEnd)
-		if path, _, ok := strings.Cut(r.RequestURI, "?"); ok {
-			if r.URL.RawQuery == "" {
-				r.RequestURI = path
-			} else {
-				r.RequestURI = path + "?" + r.URL.RawQuery
-			}
+		rest := removeQueryPair(r.URL.RawQuery, c.queryStart, c.queryEnd)
+		path, _, hasQuery := strings.Cut(r.RequestURI, "?")
+		switch {
+		case !hasQuery:
+			r.URL.RawQuery = rest
+		case rest == "":
+			r.URL.RawQuery, r.RequestURI = "", path
+		default: // one allocation for both: RawQuery is the tail of RequestURI
+			r.RequestURI = path + "?" + rest
+			r.URL.RawQuery = r.RequestURI[len(path)+1:]
 		}
 	case sourceHeader:
 		delete(r.Header, h.headerKey)
