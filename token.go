@@ -117,8 +117,7 @@ func checkTokenShape(tok string) string {
 			}
 		}
 		var want [tokenChecksumLen]byte
-		body := tok[:tokenLen-tokenChecksumLen]
-		appendChecksum(want[:0], crc32.ChecksumIEEE([]byte(body)))
+		appendChecksum(want[:0], crc32OfString(tok[:tokenLen-tokenChecksumLen]))
 		if string(want[:]) != tok[tokenLen-tokenChecksumLen:] {
 			return "malformed token"
 		}
@@ -143,6 +142,19 @@ func validLegacyToken(tok string) error {
 			legacyMinLen, legacyMaxLen, tokenPrefix)
 	}
 	return nil
+}
+
+// ieeeTable is the CRC-32 (IEEE) table.
+var ieeeTable = crc32.MakeTable(crc32.IEEE)
+
+// crc32OfString is crc32.ChecksumIEEE of a string without converting it to a
+// byte slice (which would escape to the heap through the hash package).
+func crc32OfString(s string) uint32 {
+	crc := ^uint32(0)
+	for i := 0; i < len(s); i++ {
+		crc = ieeeTable[byte(crc)^s[i]] ^ (crc >> 8)
+	}
+	return ^crc
 }
 
 func isBase62(c byte) bool {

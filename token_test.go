@@ -1,6 +1,7 @@
 package tokenauth
 
 import (
+	"hash/crc32"
 	"strings"
 	"testing"
 )
@@ -84,5 +85,13 @@ func TestNewPublicID(t *testing.T) {
 	}
 	if len(id) != len("tok_")+12 || !strings.HasPrefix(id, "tok_") {
 		t.Fatalf("id %q", id)
+	}
+}
+
+func TestCRC32OfString(t *testing.T) {
+	for _, s := range []string{"", "a", "tka_", strings.Repeat("xyz", 40)} {
+		if got, want := crc32OfString(s), crc32.ChecksumIEEE([]byte(s)); got != want {
+			t.Errorf("crc32OfString(%q) = %x, want %x", s, got, want)
+		}
 	}
 }
