@@ -132,6 +132,11 @@ func TestNoSecretInLogsOrStore(t *testing.T) {
 	if !bytes.Contains(data, d[:]) {
 		t.Error("the valid token's digest is not in the store: is this the right file?")
 	}
+	// {http.auth.user.id} fills the access log's user_id
+	accessData, _ := os.ReadFile(accessPath)
+	if !bytes.Contains(accessData, []byte(`"user_id":"zed"`)) {
+		t.Error(`the access log has no "user_id":"zed"`)
+	}
 	// and the debug log did log refusals, without their credentials
 	logData, _ := os.ReadFile(logPath)
 	if !bytes.Contains(logData, []byte("request refused")) {
