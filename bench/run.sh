@@ -8,6 +8,7 @@
 #   SCALE=1 bench/run.sh               # plus the 1,000 vs 1,000,000 token store
 #   SCENARIOS="hs256 rs256" bench/run.sh
 #   PROFILE=rs256_distinct bench/run.sh  # plus a CPU profile of that scenario
+#   PG=1 bench/run.sh                  # plus opaque_pg: the PostgreSQL store (own server)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,6 +29,16 @@ PROFILE=${PROFILE:-}          # scenario to profile (pprof via the admin endpoin
 PROFILE_SECONDS=${PROFILE_SECONDS:-10}
 PORT=${PORT:-18080}           # plain: PORT, token_auth: PORT+1, scale: PORT+2, PORT+3
 ADMIN=${ADMIN:-12018}         # admin endpoints: ADMIN, ADMIN+1, ...
+PG=${PG:-0}                   # 1: also the opaque_pg scenario (adds opaque and opaque_pg to SCENARIOS)
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+PG_PORT=${PG_PORT:-15432}     # first port tried for the benchmark's own PostgreSQL (127.0.0.1)
+
+if [ "$PG" = 1 ]; then
+	case " $SCENARIOS " in *" opaque "*) ;; *) SCENARIOS="opaque $SCENARIOS" ;; esac
+	case " $SCENARIOS " in *" opaque_pg "*) ;; *) SCENARIOS="$SCENARIOS opaque_pg" ;; esac
+fi
+WITH_PG=0
+case " $SCENARIOS " in *" opaque_pg "*) WITH_PG=1 ;; esac
 
 OUT=$ROOT/bench/out
 CREDS=$OUT/creds
@@ -51,6 +62,11 @@ if ! command -v wrk >/dev/null; then
 	fi
 fi
 [ "$(nproc)" -ge 2 ] || log "WARNING: fewer than 2 CPUs; Caddy and wrk will share one"
+if [ "$WITH_PG" = 1 ]; then
+	[ -x "$PG_BIN/initdb" ] && [ -x "$PG_BIN/pg_ctl" ] || die "opaque_pg: no PostgreSQL in $PG_BIN (set PG_BIN)"
+	id postgres >/dev/null 2>&1 || die "opaque_pg: no 'postgres' OS user to run the server as"
+	[ "$(id -u)" = 0 ] || die "opaque_pg: run as root (the PostgreSQL server runs as the postgres user via runuser)"
+fi
 
 mkdir -p "$OUT" "$CREDS"
 rm -rf "$RUNDIR"
@@ -86,6 +102,7 @@ RS=$(cat "$CREDS/rs256.jwt")
 
 # --- Caddy processes ----------------------------------------------------------
 PIDS=()
+PGDATA_DIR=""
 cleanup() {
 	local p
 	for p in "${PIDS[@]}"; do
@@ -94,6 +111,10 @@ cleanup() {
 	for p in "${PIDS[@]}"; do
 		wait "$p" 2>/dev/null || true
 	done
+	if [ -n "$PGDATA_DIR" ] && [ -f "$PGDATA_DIR/data/postmaster.pid" ]; then
+		runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PGDATA_DIR/data" -m fast -w stop >/dev/null 2>&1 || true
+	fi
+	if [ -n "$PGDATA_DIR" ]; then rm -rf "$PGDATA_DIR"; fi
 }
 trap cleanup EXIT
 
@@ -162,6 +183,64 @@ wait_http "http://127.0.0.1:$P_PLAIN/" "$PID_PLAIN" || { cat "$RUNDIR/plain/cadd
 wait_http "http://127.0.0.1:$P_AUTH/" "$PID_AUTH" || { cat "$RUNDIR/auth/caddy.log"; die "token_auth caddy did not start"; }
 log "plain caddy pid $PID_PLAIN on :$P_PLAIN, token_auth caddy pid $PID_AUTH on :$P_AUTH (both on CPU $CADDY_CPU, GOMAXPROCS=1)"
 
+# --- optional: PostgreSQL store (opaque_pg) ---------------------------------------
+# Its own throw-away server, run as the postgres OS user (it refuses root), trust
+# auth on 127.0.0.1 only, pinned to wrk's CPU: with a warm cache token_auth
+# barely queries it. A third Caddy (like the token_auth one) uses it as store.
+P_PG=$((PORT + 4))
+A_PG=$((ADMIN + 4))
+OPAQUE_PG=""
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+pg_ticks() { # CPU ticks of the server: postmaster (incl. its exited children) + live children
+	local pm c t
+	pm=$(head -1 "$PGDATA_DIR/data/postmaster.pid")
+	t=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$pm/stat")
+	for c in $(pgrep -P "$pm"); do
+		t=$((t + $(awk '{print $14 + $15}' "/proc/$c/stat" 2>/dev/null || echo 0)))
+	done
+	echo "$t"
+}
+if [ "$WITH_PG" = 1 ]; then
+	while ! port_free "$PG_PORT"; do PG_PORT=$((PG_PORT + 1)); done
+	PGDATA_DIR=$(mktemp -d "$OUT/pg.XXXXXX")
+	chown postgres: "$PGDATA_DIR"
+	log "starting PostgreSQL ($PG_BIN) on 127.0.0.1:$PG_PORT, data in ${PGDATA_DIR#"$ROOT"/}, CPU $WRK_CPU"
+	runuser -u postgres -- "$PG_BIN/initdb" -D "$PGDATA_DIR/data" -U postgres --auth=trust \
+		--encoding=UTF8 --no-sync >"$PGDATA_DIR/initdb.log" 2>&1 ||
+		{ cat "$PGDATA_DIR/initdb.log"; die "initdb failed"; }
+	taskset -c "$WRK_CPU" runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PGDATA_DIR/data" \
+		-l "$PGDATA_DIR/postgres.log" -w -t 30 \
+		-o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PGDATA_DIR -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+		start >/dev/null 2>&1 || { cat "$PGDATA_DIR/postgres.log"; die "PostgreSQL did not start"; }
+	PG_DSN="postgres://postgres@127.0.0.1:$PG_PORT/postgres?sslmode=disable"
+	{ caddyfile_common "$A_PG"; cat <<EOF
+http://127.0.0.1:$P_PG {
+	token_auth {
+		store postgres "$PG_DSN"
+		jwt {
+			secret $HS_SECRET
+			public_key $CREDS/rs256_pub.pem
+		}
+	}
+	respond "ok"
+}
+EOF
+	} >"$RUNDIR/pg.Caddyfile"
+	PID_PG=$(start_caddy pg "$RUNDIR/pg.Caddyfile"); PIDS+=("$PID_PG")
+	wait_http "http://127.0.0.1:$P_PG/" "$PID_PG" || { cat "$RUNDIR/pg/caddy.log"; die "postgres-store caddy did not start"; }
+	resp=$(curl -s -w '\n%{http_code}' -X POST -H 'Content-Type: application/json' \
+		-d '{"user":"bench","name":"bench","expires_in":"never"}' "http://127.0.0.1:$A_PG/token_auth/tokens")
+	[ "${resp##*$'\n'}" = 201 ] || die "creating a token through the admin API of the postgres-store caddy: $resp"
+	OPAQUE_PG=$(printf '%s' "${resp%$'\n'*}" | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
+	[ -n "$OPAQUE_PG" ] || die "no \"token\" in the admin API answer: $resp"
+	code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$P_PG/")
+	[ "$code" = 401 ] || die "postgres-store caddy answered $code without credentials, want 401"
+	log "postgres-store caddy pid $PID_PG on :$P_PG (CPU $CADDY_CPU, GOMAXPROCS=1), store $PG_DSN"
+fi
+# auth_port_of / auth_pid_of <scenario>: the token_auth Caddy that serves it
+auth_port_of() { if [ "$1" = opaque_pg ]; then echo "$P_PG"; else echo "$P_AUTH"; fi; }
+auth_pid_of() { if [ "$1" = opaque_pg ]; then echo "$PID_PG"; else echo "$PID_AUTH"; fi; }
+
 # --- scenarios ------------------------------------------------------------------
 # scenario_args <scenario> <port>: wrk arguments (the same shape for plain and
 # token_auth, so only the authentication differs); sets ENV_TOKENS/ENV_MODE for Lua.
@@ -170,6 +249,7 @@ scenario_args() {
 	ENV_TOKENS="" ENV_MODE=""
 	case $s in
 	opaque) ARGS=("$base/?token=$OPAQUE") ;;
+	opaque_pg) ARGS=("$base/?token=$OPAQUE_PG") ;;
 	hs256) ARGS=(-H "Authorization: Bearer $HS" "$base/") ;;
 	rs256) ARGS=(-H "Authorization: Bearer $RS" "$base/") ;;
 	rs256_distinct)
@@ -186,7 +266,7 @@ scenario_args() {
 
 target_of() {
 	case $1 in
-	opaque | hs256) echo 0.90 ;;
+	opaque | opaque_pg | hs256) echo 0.90 ;;
 	rs256) echo 0.85 ;;
 	rs256_distinct) echo 0.40 ;;
 	*) echo - ;;
@@ -236,7 +316,7 @@ check_status() { # <scenario> <port> <want>
 code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$P_AUTH/")
 [ "$code" = 401 ] || die "token_auth caddy answered $code without credentials, want 401"
 for s in $SCENARIOS; do
-	check_status "$s" "$P_AUTH" 200
+	check_status "$s" "$(auth_port_of "$s")" 200
 	check_status "$s" "$P_PLAIN" 200
 done
 log "sanity checks passed (401 without credentials, 200 for every scenario)"
@@ -246,21 +326,43 @@ printf 'scenario\tkind\tround\trequests\tticks\trps\n' >"$RUNS.header"
 
 for s in $SCENARIOS; do # warm-up: JIT-free Go, but fills caches, TCP, GC heap size
 	run_wrk "$WARMUP" "$s" "$P_PLAIN"
-	run_wrk "$WARMUP" "$s" "$P_AUTH"
+	run_wrk "$WARMUP" "$s" "$(auth_port_of "$s")"
 done
 
+PG_T0=0 PG_T1=0
+if [ "$WITH_PG" = 1 ]; then PG_T0=$(pg_ticks); fi
 log "measuring: $PAIRS pairs x {$SCENARIOS}, ${DURATION}s each, -c$CONNS"
-for r in $(seq 1 "$PAIRS"); do
+# With both opaque and opaque_pg, they run back to back, opaque_pg with the sides
+# the other way round and the two swapped in even rounds: plain bbolt PG plain,
+# then plain PG bbolt plain, so bbolt and PG are always measured next to each other.
+PAIRED=0
+case " $SCENARIOS " in *" opaque "*) case " $SCENARIOS " in *" opaque_pg "*) PAIRED=1 ;; esac ;; esac
+round_order() { # <round>
+	local s out=""
 	for s in $SCENARIOS; do
-		if [ $((r % 2)) = 1 ]; then # alternate which side goes first
-			measure "$s" plain "$r" "$PID_PLAIN" "$P_PLAIN"
-			measure "$s" auth "$r" "$PID_AUTH" "$P_AUTH"
+		[ "$PAIRED" = 1 ] && [ "$s" = opaque_pg ] && continue
+		if [ "$PAIRED" = 1 ] && [ "$s" = opaque ]; then
+			if [ $(($1 % 2)) = 1 ]; then out="$out opaque opaque_pg"; else out="$out opaque_pg opaque"; fi
 		else
-			measure "$s" auth "$r" "$PID_AUTH" "$P_AUTH"
+			out="$out $s"
+		fi
+	done
+	echo "$out"
+}
+for r in $(seq 1 "$PAIRS"); do
+	for s in $(round_order "$r"); do
+		odd=$((r % 2))
+		[ "$PAIRED" = 1 ] && [ "$s" = opaque_pg ] && odd=$((1 - odd))
+		if [ "$odd" = 1 ]; then # alternate which side goes first
+			measure "$s" plain "$r" "$PID_PLAIN" "$P_PLAIN"
+			measure "$s" auth "$r" "$(auth_pid_of "$s")" "$(auth_port_of "$s")"
+		else
+			measure "$s" auth "$r" "$(auth_pid_of "$s")" "$(auth_port_of "$s")"
 			measure "$s" plain "$r" "$PID_PLAIN" "$P_PLAIN"
 		fi
 	done
 done
+if [ "$WITH_PG" = 1 ]; then PG_T1=$(pg_ticks); fi
 
 # --- optional profile -----------------------------------------------------------
 if [ -n "$PROFILE" ]; then
@@ -362,10 +464,22 @@ fi
 	done
 	printf '(us/r = CPU microseconds per request, absolute, noisy; auth cpu%% = share of one CPU the token_auth\n'
 	printf ' Caddy got during its runs: well below 100%% means other processes competed for CPU %s)\n' "$CADDY_CPU"
+	if [ "$WITH_PG" = 1 ]; then
+		pgr=$(awk -f "$ROOT/bench/summary.awk" -v mode=ratio -v a=opaque:auth -v b=opaque_pg:auth "$RUNS")
+		printf '\nPG vs bbolt opaque CPU/request: %s  target >=0.90 %s  (min-max %s; median over rounds of bbolt us/r / PG us/r, both in every round)\n' \
+			"$pgr" "$(awk -v r="$pgr" 'BEGIN{print (r+0 >= 0.90) ? "ok" : "MISS"}')" \
+			"$(awk -f "$ROOT/bench/summary.awk" -v mode=range -v a=opaque:auth -v b=opaque_pg:auth "$RUNS")"
+		printf 'opaque_pg: store postgres on 127.0.0.1:%s (own server, CPU %s, default cache_ttl 5s); PostgreSQL server CPU over all measured runs: %s s\n' \
+			"$PG_PORT" "$WRK_CPU" "$(awk -v t=$((PG_T1 - PG_T0)) -v k="$TCK" 'BEGIN{printf "%.2f", t/k}')"
+	fi
 	printf '%s\n' "$SCALE_TXT"
 	printf '\nVmRSS after runs: plain %s, token_auth %s\n' \
 		"$(awk '/^VmRSS:/ {printf "%.1f MiB", $2/1024}' "/proc/$PID_PLAIN/status")" \
 		"$(awk '/^VmRSS:/ {printf "%.1f MiB", $2/1024}' "/proc/$PID_AUTH/status")"
+	if [ "$WITH_PG" = 1 ]; then
+		printf 'VmRSS after runs: token_auth with the PostgreSQL store %s\n' \
+			"$(awk '/^VmRSS:/ {printf "%.1f MiB", $2/1024}' "/proc/$PID_PG/status")"
+	fi
 	if [ -n "$PROFILE" ]; then
 		printf 'CPU profile of token_auth Caddy under %s: bench/out/%s.pprof (top: bench/out/%s.top.txt)\n' "$PROFILE" "$PROFILE" "$PROFILE"
 	fi
