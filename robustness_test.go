@@ -77,8 +77,7 @@ func TestMalformedFlood(t *testing.T) {
 	g := startGateway(t, "header X-API-Key\n\t\tcookie sid\n\t\tjwt {\n\t\t\tsecret "+testSecret+"\n\t\t}")
 	_, good := g.create(t, CreateRequest{User: "flood-target"})
 	jwtGood := signJWT(t, "HS256", []byte(testSecret), validClaims("u"), nil)
-	rng := rand.New(rand.NewPCG(1, 2))
-	mutate := func(s string) string {
+	mutate := func(rng *rand.Rand, s string) string {
 		b := []byte(s)
 		for n := rng.IntN(4) + 1; n > 0 && len(b) > 0; n-- {
 			switch rng.IntN(4) {
@@ -95,9 +94,9 @@ func TestMalformedFlood(t *testing.T) {
 		}
 		return string(b)
 	}
-	send := func(client *http.Client, i int) int {
+	send := func(client *http.Client, rng *rand.Rand, i int) int {
 		req, _ := http.NewRequest(http.MethodGet, gatewayURL+"/", nil)
-		v := mutate([]string{good, jwtGood}[i%2])
+		v := mutate(rng, []string{good, jwtGood}[i%2])
 		if v == good || v == jwtGood {
 			v += "x"
 		}
@@ -133,8 +132,9 @@ func TestMalformedFlood(t *testing.T) {
 			go func(w int) {
 				defer wg.Done()
 				client := &http.Client{Timeout: 5 * time.Second}
+				rng := rand.New(rand.NewPCG(uint64(n), uint64(w))) // one generator per worker
 				for i := w; i < n; i += 4 {
-					s := send(client, i)
+					s := send(client, rng, i)
 					mu.Lock()
 					statuses[s]++
 					mu.Unlock()
