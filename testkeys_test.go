@@ -114,3 +114,17 @@ func generateRSA(t testing.TB) *rsa.PrivateKey {
 	}
 	return k
 }
+
+// clone returns a copy of a record that a test may modify.
+func (r *TokenRecord) clone() *TokenRecord {
+	c := *r
+	c.Scopes = append([]string(nil), r.Scopes...)
+	if r.Meta != nil {
+		c.Meta = make(map[string]string, len(r.Meta))
+		for k, v := range r.Meta {
+			c.Meta[k] = v
+		}
+	}
+	c.scopesJoined, c.lastMarked = "", 0
+	return &c
+}

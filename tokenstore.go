@@ -109,17 +109,3 @@ func (r *TokenRecord) prepare() *TokenRecord {
 	r.scopesJoined = strings.Join(r.Scopes, " ")
 	return r
 }
-
-// clone returns a copy that the caller may modify.
-func (r *TokenRecord) clone() *TokenRecord {
-	c := *r
-	c.Scopes = append([]string(nil), r.Scopes...)
-	if r.Meta != nil {
-		c.Meta = make(map[string]string, len(r.Meta))
-		for k, v := range r.Meta {
-			c.Meta[k] = v
-		}
-	}
-	c.scopesJoined, c.lastMarked = "", 0
-	return &c
-}
