@@ -51,8 +51,7 @@ type boltStore struct {
 	cache    map[Digest]*TokenRecord
 	cacheGen uint64 // bumped by forget, so a Lookup that read before a change does not cache what it read
 
-	usedMu  sync.Mutex
-	used    map[string]time.Time // pending last_used_at, by ID
+	used    lastUsedBatch
 	stop    chan struct{}
 	stopped chan struct{}
 }
@@ -99,7 +98,6 @@ func openBoltStore(path string) (*boltStore, error) {
 		path:    path,
 		db:      db,
 		cache:   make(map[Digest]*TokenRecord),
-		used:    make(map[string]time.Time),
 		stop:    make(chan struct{}),
 		stopped: make(chan struct{}),
 	}
@@ -140,9 +138,7 @@ func (s *boltStore) Lookup(_ context.Context, digest Digest) (*TokenRecord, erro
 
 // MarkUsed implements TokenStore.
 func (s *boltStore) MarkUsed(id string, t time.Time) {
-	s.usedMu.Lock()
-	s.used[id] = t
-	s.usedMu.Unlock()
+	s.used.mark(id, t)
 }
 
 // Insert implements TokenStore.
@@ -200,7 +196,7 @@ func (s *boltStore) Get(_ context.Context, id string) (*TokenRecord, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.overlayLastUsed(rec)
+	s.used.overlay(rec)
 	return rec, nil
 }
 
@@ -210,7 +206,7 @@ func (s *boltStore) List(ctx context.Context, user string) ([]*TokenRecord, erro
 	err := s.Export(ctx, func(e ExportedRecord) error {
 		if user == "" || e.User == user {
 			rec := e.TokenRecord
-			s.overlayLastUsed(&rec)
+			s.used.overlay(&rec)
 			out = append(out, &rec)
 		}
 		return nil
@@ -372,16 +368,6 @@ func (s *boltStore) forget(digests ...Digest) {
 	s.cacheMu.Unlock()
 }
 
-// overlayLastUsed applies a not-yet-written last_used_at to rec.
-func (s *boltStore) overlayLastUsed(rec *TokenRecord) {
-	s.usedMu.Lock()
-	t, ok := s.used[rec.ID]
-	s.usedMu.Unlock()
-	if ok && (rec.LastUsedAt == nil || t.After(*rec.LastUsedAt)) {
-		rec.LastUsedAt = &t
-	}
-}
-
 // flushLoop writes pending last_used_at times every lastUsedFlushInterval until Close.
 func (s *boltStore) flushLoop() {
 	defer close(s.stopped)
@@ -399,14 +385,11 @@ func (s *boltStore) flushLoop() {
 
 // flushLastUsed writes every pending last_used_at in one transaction.
 func (s *boltStore) flushLastUsed() error {
-	s.usedMu.Lock()
-	pending := s.used
-	s.used = make(map[string]time.Time, len(pending))
-	s.usedMu.Unlock()
+	pending := s.used.take()
 	if len(pending) == 0 {
 		return nil
 	}
-	return s.db.Update(func(tx *bbolt.Tx) error {
+	err := s.db.Update(func(tx *bbolt.Tx) error {
 		for id, t := range pending {
 			rec, digest, err := getTx(tx, id)
 			if errors.Is(err, ErrTokenNotFound) {
@@ -426,6 +409,10 @@ func (s *boltStore) flushLastUsed() error {
 		}
 		return nil
 	})
+	if err != nil {
+		s.used.putBack(pending) // try again at the next flush
+	}
+	return err
 }
 
 // Close flushes pending last_used_at times and closes the file.

@@ -205,8 +205,7 @@ type pgStore struct {
 	schemaAttempt *pgSchemaAttempt // in flight, or nil
 	closed        bool             // under schemaMu: no new goroutines
 
-	usedMu sync.Mutex
-	used   map[string]time.Time // pending last_used_at, by ID
+	used lastUsedBatch // pending last_used_at
 
 	ctx       context.Context // canceled by Close; parent of all background work
 	cancel    context.CancelFunc
@@ -251,7 +250,6 @@ func openPgStore(cfg *pgxpool.Config, key string, ttl time.Duration, logger *zap
 		listenCfg: listenCfg,
 		logger:    logger,
 		cache:     make(map[Digest]pgCacheEntry),
-		used:      make(map[string]time.Time),
 		ctx:       ctx,
 		cancel:    cancel,
 	}
@@ -328,9 +326,7 @@ func (s *pgStore) read(ctx context.Context, q func(context.Context) error) error
 
 // MarkUsed implements TokenStore.
 func (s *pgStore) MarkUsed(id string, t time.Time) {
-	s.usedMu.Lock()
-	s.used[id] = t
-	s.usedMu.Unlock()
+	s.used.mark(id, t)
 }
 
 // Insert implements TokenStore.
@@ -373,7 +369,7 @@ func (s *pgStore) Get(ctx context.Context, id string) (*TokenRecord, error) {
 	if err != nil {
 		return nil, s.readErr(err)
 	}
-	s.overlayLastUsed(rec)
+	s.used.overlay(rec)
 	return rec, nil
 }
 
@@ -395,7 +391,7 @@ func (s *pgStore) List(ctx context.Context, user string) ([]*TokenRecord, error)
 			if err != nil {
 				return err
 			}
-			s.overlayLastUsed(rec)
+			s.used.overlay(rec)
 			out = append(out, rec)
 		}
 		return rows.Err()
@@ -865,17 +861,6 @@ func (s *pgStore) sweepLocked(now time.Time) {
 	}
 }
 
-// overlayLastUsed applies a not-yet-written last_used_at to rec.
-func (s *pgStore) overlayLastUsed(rec *TokenRecord) {
-	s.usedMu.Lock()
-	t, ok := s.used[rec.ID]
-	s.usedMu.Unlock()
-	if ok && (rec.LastUsedAt == nil || t.After(*rec.LastUsedAt)) {
-		t = t.UTC().Truncate(time.Second)
-		rec.LastUsedAt = &t
-	}
-}
-
 // flushLoop writes pending last_used_at times and sweeps expired cache
 // entries every lastUsedFlushInterval until Close.
 func (s *pgStore) flushLoop() {
@@ -902,10 +887,7 @@ func (s *pgStore) flushLoop() {
 // flushLastUsed writes every pending last_used_at in one statement. On
 // failure the times are kept for the next flush.
 func (s *pgStore) flushLastUsed(ctx context.Context) error {
-	s.usedMu.Lock()
-	pending := s.used
-	s.used = make(map[string]time.Time, len(pending))
-	s.usedMu.Unlock()
+	pending := s.used.take()
 	if len(pending) == 0 {
 		return nil
 	}
@@ -920,13 +902,7 @@ func (s *pgStore) flushLastUsed(ctx context.Context) error {
 			FROM unnest($1::text[], $2::timestamptz[]) AS u(id, at)
 			WHERE t.id = u.id AND (t.last_used_at IS NULL OR t.last_used_at < u.at)`, ids, times)
 	if err != nil {
-		s.usedMu.Lock()
-		for id, t := range pending {
-			if cur, ok := s.used[id]; !ok || t.After(cur) {
-				s.used[id] = t
-			}
-		}
-		s.usedMu.Unlock()
+		s.used.putBack(pending) // try again at the next flush
 	}
 	return err
 }
