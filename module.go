@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -63,6 +64,7 @@ type TokenAuth struct {
 	store      TokenStore
 	storeKey   string // pool key, released in Cleanup
 	verifier   *jwtVerifier
+	errScope   *authError // the 403 for require_scope, built once
 	metrics    *tokenAuthMetrics
 	logger     *zap.Logger
 }
@@ -97,6 +99,10 @@ func (h *TokenAuth) Provision(ctx caddy.Context) error {
 	}
 	if h.Realm == "" {
 		h.Realm = "restricted"
+	}
+	h.errScope = &authError{
+		status: http.StatusForbidden, code: codeInsufficientScope,
+		desc: "insufficient scope", scope: strings.Join(h.RequireScope, " "),
 	}
 	if h.JWT != nil {
 		keys, err := h.JWT.loadStaticKeys(repl)
@@ -193,11 +199,8 @@ func (h *TokenAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 		repl.Map(opaquePlaceholders(rec, cred.source))
 		scopes = rec.Scopes
 	}
-	if missing := missingScopes(h.RequireScope, scopes); missing {
-		return h.refuse(w, r, repl, &authError{
-			status: http.StatusForbidden, code: codeInsufficientScope,
-			desc: "insufficient scope", scope: strings.Join(h.RequireScope, " "),
-		}, cred)
+	if missingScopes(h.RequireScope, scopes) {
+		return h.refuse(w, r, repl, h.errScope, cred)
 	}
 	h.metrics.countRequest(resultOK, cred.typeIndex())
 
@@ -241,14 +244,7 @@ func (h *TokenAuth) lookupOpaque(r *http.Request, token string) (*TokenRecord, *
 // missingScopes reports whether any required scope is not granted.
 func missingScopes(required, granted []string) bool {
 	for _, want := range required {
-		found := false
-		for _, g := range granted {
-			if g == want {
-				found = true
-				break
-			}
-		}
-		if !found {
+		if !slices.Contains(granted, want) {
 			return true
 		}
 	}
